@@ -1,0 +1,86 @@
+//! The storage crate's one error type.
+
+use std::path::PathBuf;
+
+/// Errors raised by the partition log, the catalog and the write buffer.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error(
+        "log segment {path} is corrupt at byte {position}: {reason}; the log refuses to skip \
+         it (restore the file or remove the segments from this one on to discard the data)"
+    )]
+    CorruptSegment {
+        path: PathBuf,
+        position: u64,
+        reason: String,
+    },
+
+    #[error(
+        "log segment {path} has an unsupported format version {version} (this build reads {supported})"
+    )]
+    UnsupportedVersion {
+        path: PathBuf,
+        version: u32,
+        supported: u32,
+    },
+
+    #[error(
+        "the log is poisoned after a failed fsync ({reason}); it refuses writes until the \
+         server is restarted"
+    )]
+    Poisoned { reason: String },
+
+    #[error("the log writer has shut down")]
+    WriterClosed,
+
+    #[error("record of {size} bytes exceeds the maximum record size of {max} bytes")]
+    RecordTooLarge { size: usize, max: usize },
+
+    #[error("invalid database name {name:?}: {reason}")]
+    InvalidDatabaseName { name: String, reason: &'static str },
+
+    #[error("database {name:?} has {found} partition directories, expected 0..{expected}")]
+    PartitionLayout {
+        name: String,
+        found: usize,
+        expected: usize,
+    },
+
+    #[error("column {column:?} of table {table:?} is {existing}, this write has it as {attempted}")]
+    SchemaConflict {
+        table: String,
+        column: String,
+        existing: String,
+        attempted: String,
+    },
+
+    #[error("write payload is malformed: {0}")]
+    Payload(String),
+
+    #[error("arrow error: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+
+    #[error("write buffer is full ({used} of {limit} bytes); retry later")]
+    BufferFull { used: usize, limit: usize },
+
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,15 @@
+//! tidemark-storage: where acknowledged data lives.
+//!
+//! Data flows `batch` (validated Arrow columns of a write, split by partition) ->
+//! `payload` (encoded for the log) -> `log` (durable, group-committed partition logs) ->
+//! `buffer` (in-memory Arrow batches that queries read). `catalog` holds the schema every
+//! step validates against. On start, replaying the log rebuilds catalog and buffer.
+
+pub mod batch;
+pub mod buffer;
+pub mod catalog;
+pub mod error;
+pub mod log;
+pub mod payload;
+
+pub use error::{Error, Result};
