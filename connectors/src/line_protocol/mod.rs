@@ -1,0 +1,211 @@
+//! InfluxDB line protocol: the parser, the encoder, and the glue that turns a request body
+//! into a validated, partitioned [`WriteBatch`](tidemark_storage::batch::WriteBatch).
+//!
+//! Flow: body bytes -> UTF-8 check (whole body at once; per line only if it fails) ->
+//! [`LineParser`] -> timestamp scaled by the precision (or the server's time) ->
+//! [`WriteBuilder::push_row`] which validates against the catalog and appends to Arrow
+//! column builders. Every refused line becomes a [`LineError`] with its number and text.
+
+mod encoder;
+mod parser;
+
+pub use encoder::{escape_key, escape_measurement, escape_string_field, write_line};
+pub use parser::{Line, LineParser, ParsedLine, Precision};
+
+use serde::Serialize;
+use tidemark_storage::batch::WriteBuilder;
+
+/// Longest `original_line` echoed back in an error, so that a bad multi-megabyte line does
+/// not make a multi-megabyte error.
+const MAX_ECHOED_LINE: usize = 1024;
+
+/// A refused line, in the shape InfluxDB 3 reports them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LineError {
+    pub line_number: usize,
+    pub original_line: String,
+    pub error_message: String,
+}
+
+impl LineError {
+    fn new(line_number: usize, text: &str, error_message: String) -> Self {
+        let original_line = if text.len() > MAX_ECHOED_LINE {
+            let mut cut = MAX_ECHOED_LINE;
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            format!("{}...", &text[..cut])
+        } else {
+            text.to_string()
+        };
+        Self {
+            line_number,
+            original_line,
+            error_message,
+        }
+    }
+}
+
+impl std::fmt::Display for LineError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "line {}: {} (line: {:?})",
+            self.line_number, self.error_message, self.original_line
+        )
+    }
+}
+
+/// Limits a parse enforces per line.
+#[derive(Debug, Clone, Copy)]
+pub struct LineLimits {
+    pub max_line_bytes: usize,
+    pub max_fields: usize,
+}
+
+impl Default for LineLimits {
+    fn default() -> Self {
+        Self {
+            max_line_bytes: 1024 * 1024,
+            max_fields: 1000,
+        }
+    }
+}
+
+/// Parses a body into `builder`, returning the lines it refused.
+///
+/// `default_time` (ns) stamps lines without a timestamp; it is taken once per request,
+/// before anything is logged, so replay reproduces it.
+pub fn parse_into(
+    body: &[u8],
+    precision: Precision,
+    default_time: i64,
+    limits: LineLimits,
+    builder: &mut WriteBuilder,
+) -> Vec<LineError> {
+    let mut errors = Vec::new();
+    let mut rest = body;
+    let mut line_offset = 0;
+    // Parse the longest valid UTF-8 prefix; report the line holding a bad byte; go on.
+    while !rest.is_empty() {
+        match std::str::from_utf8(rest) {
+            Ok(text) => {
+                parse_str(
+                    text,
+                    line_offset,
+                    precision,
+                    default_time,
+                    limits,
+                    builder,
+                    &mut errors,
+                );
+                break;
+            }
+            Err(e) => {
+                let bad = e.valid_up_to();
+                let line_begin = rest[..bad]
+                    .iter()
+                    .rposition(|&b| b == b'\n')
+                    .map_or(0, |i| i + 1);
+                let line_end = rest[bad..]
+                    .iter()
+                    .position(|&b| b == b'\n')
+                    .map_or(rest.len(), |i| bad + i);
+                // Everything before the bad line is valid UTF-8.
+                let head = std::str::from_utf8(&rest[..line_begin]).unwrap_or_default();
+                let lines_in_head = head.bytes().filter(|&b| b == b'\n').count();
+                parse_str(
+                    head,
+                    line_offset,
+                    precision,
+                    default_time,
+                    limits,
+                    builder,
+                    &mut errors,
+                );
+                errors.push(LineError::new(
+                    line_offset + lines_in_head + 1,
+                    &String::from_utf8_lossy(&rest[line_begin..line_end]),
+                    format!(
+                        "line is not valid UTF-8 (bad byte at column {})",
+                        bad - line_begin + 1
+                    ),
+                ));
+                line_offset += lines_in_head + 1;
+                rest = rest.get(line_end + 1..).unwrap_or_default();
+            }
+        }
+    }
+    errors
+}
+
+#[allow(clippy::too_many_arguments)]
+fn parse_str(
+    text: &str,
+    line_offset: usize,
+    precision: Precision,
+    default_time: i64,
+    limits: LineLimits,
+    builder: &mut WriteBuilder,
+    errors: &mut Vec<LineError>,
+) {
+    let scale = precision.nanos();
+    let mut parser = LineParser::new(text);
+    while let Some(parsed) = parser.next() {
+        let line_number = parsed.line_number + line_offset;
+        let line = match parsed.result {
+            Ok(line) => line,
+            Err(msg) => {
+                errors.push(LineError::new(line_number, parsed.text, msg));
+                continue;
+            }
+        };
+        if parsed.text.len() > limits.max_line_bytes {
+            errors.push(LineError::new(
+                line_number,
+                parsed.text,
+                format!(
+                    "line is {} bytes, more than the limit of {}",
+                    parsed.text.len(),
+                    limits.max_line_bytes
+                ),
+            ));
+            continue;
+        }
+        if line.fields.len() > limits.max_fields {
+            errors.push(LineError::new(
+                line_number,
+                parsed.text,
+                format!(
+                    "line has {} fields, more than the limit of {}",
+                    line.fields.len(),
+                    limits.max_fields
+                ),
+            ));
+            continue;
+        }
+        let time = match line.timestamp {
+            None => default_time,
+            Some(t) => match t.checked_mul(scale) {
+                Some(ns) => ns,
+                None => {
+                    errors.push(LineError::new(
+                        line_number,
+                        parsed.text,
+                        format!(
+                            "timestamp {t} in precision {precision:?} is outside the \
+                             representable range (years 1677 to 2262)"
+                        ),
+                    ));
+                    continue;
+                }
+            },
+        };
+        if let Err(e) = builder.push_row(&line.measurement, line.tags, line.fields, time) {
+            errors.push(LineError::new(line_number, parsed.text, e.to_string()));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
