@@ -1,1 +1,7 @@
-fn main() {}
+//! The `tidemark` binary: `serve` runs a node; `write` and `query` talk to one over HTTP.
+
+mod cli;
+
+fn main() -> std::process::ExitCode {
+    cli::run()
+}

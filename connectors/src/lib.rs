@@ -1,6 +1,9 @@
 //! tidemark-connectors: the protocols Tidemark speaks.
 //!
-//! `line_protocol` turns InfluxDB line protocol into validated Arrow batches;
-//! `http` serves the write, query and health endpoints over axum.
+//! `line_protocol` turns InfluxDB line protocol into validated Arrow batches; `write` is the
+//! one routine that takes a body into a node; `http` serves the write, query and health
+//! endpoints over axum.
 
+pub mod http;
 pub mod line_protocol;
+pub mod write;

@@ -63,6 +63,7 @@ impl ColumnKind {
     pub fn describe(self) -> String {
         match self {
             ColumnKind::Tag => "a tag".to_string(),
+            ColumnKind::Field(FieldType::Integer) => "an integer field".to_string(),
             ColumnKind::Field(t) => format!("a {} field", t.name()),
             ColumnKind::Time => "the time column".to_string(),
         }

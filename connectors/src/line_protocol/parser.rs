@@ -332,7 +332,15 @@ fn token<'a>(src: &'a str, pos: &mut usize, kind: Token) -> Result<Cow<'a, str>,
         && c == b'\n'
         && !matches!(kind, Token::Measurement)
     {
-        return Err(format!("unexpected end of line in {} {raw:?}", kind.what()));
+        return Err(match kind {
+            Token::TagKey | Token::FieldKey => {
+                format!(
+                    "{} {raw:?} has no '=' and value before the end of the line",
+                    kind.what()
+                )
+            }
+            _ => format!("unexpected end of line in {} {raw:?}", kind.what()),
+        });
     }
     if !escaped {
         return Ok(Cow::Borrowed(raw));

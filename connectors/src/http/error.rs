@@ -1,0 +1,190 @@
+//! Every HTTP error response is made here: one mapping from errors to status codes.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use tidemark_engine::Error as NodeError;
+use tidemark_query::Error as QueryError;
+use tidemark_storage::Error as StorageError;
+
+use crate::line_protocol::LineError;
+use crate::write::WriteError;
+
+/// Which API shape an error is reported in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    V1,
+    V2,
+    V3,
+}
+
+/// An error answered over HTTP.
+#[derive(Debug)]
+pub enum ApiError {
+    BadRequest(String),
+    NotFound(String),
+    PayloadTooLarge(usize),
+    UnsupportedEncoding(String),
+    /// Line errors of a write, `partial` when the good lines were written.
+    Lines {
+        dialect: Dialect,
+        partial: bool,
+        errors: Vec<LineError>,
+    },
+    /// The node cannot take this now; the client should retry after the given seconds.
+    Unavailable {
+        message: String,
+        retry_after: u32,
+    },
+    Timeout(String),
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn from_node(e: NodeError) -> Self {
+        match e {
+            NodeError::DatabaseNotFound(db) => {
+                ApiError::NotFound(format!("database {db:?} not found"))
+            }
+            NodeError::TooManyDatabases { .. } => ApiError::BadRequest(e.to_string()),
+            NodeError::Storage(s) => Self::from_storage(s),
+            NodeError::Query(q) => Self::from_query(q),
+            NodeError::ShuttingDown => ApiError::Unavailable {
+                message: e.to_string(),
+                retry_after: 5,
+            },
+        }
+    }
+
+    fn from_storage(e: StorageError) -> Self {
+        match e {
+            StorageError::InvalidDatabaseName { .. } | StorageError::SchemaConflict { .. } => {
+                ApiError::BadRequest(e.to_string())
+            }
+            StorageError::BufferFull { .. } => ApiError::Unavailable {
+                message: e.to_string(),
+                retry_after: 1,
+            },
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+
+    pub fn from_query(e: QueryError) -> Self {
+        match e {
+            QueryError::DatabaseNotFound(db) => {
+                ApiError::NotFound(format!("database {db:?} not found"))
+            }
+            QueryError::Sql(_) | QueryError::NotAllowed(_) | QueryError::UnknownFormat(_) => {
+                ApiError::BadRequest(e.to_string())
+            }
+            QueryError::Timeout(_) => ApiError::Timeout(e.to_string()),
+            QueryError::TooManyQueries(_) => ApiError::Unavailable {
+                message: e.to_string(),
+                retry_after: 1,
+            },
+            QueryError::Storage(s) => Self::from_storage(s),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+
+    pub fn from_write(e: WriteError, dialect: Dialect) -> Self {
+        match e {
+            WriteError::Rejected(errors) => ApiError::Lines {
+                dialect,
+                partial: false,
+                errors,
+            },
+            WriteError::Node(n) => Self::from_node(n),
+        }
+    }
+}
+
+fn json_response(status: StatusCode, body: serde_json::Value) -> Response {
+    (status, axum::Json(body)).into_response()
+}
+
+/// Summary of line errors for the v1/v2 shapes, which carry one message.
+fn summarize(errors: &[LineError]) -> String {
+    let shown: Vec<String> = errors.iter().take(5).map(ToString::to_string).collect();
+    let more = errors.len().saturating_sub(shown.len());
+    let mut s = format!(
+        "{} bad line(s), nothing written: {}",
+        errors.len(),
+        shown.join("; ")
+    );
+    if more > 0 {
+        s.push_str(&format!("; and {more} more"));
+    }
+    s
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match self {
+            ApiError::BadRequest(m) => {
+                json_response(StatusCode::BAD_REQUEST, json!({ "error": m }))
+            }
+            ApiError::NotFound(m) => json_response(StatusCode::NOT_FOUND, json!({ "error": m })),
+            ApiError::PayloadTooLarge(limit) => json_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                json!({ "error": format!("request body exceeds the limit of {limit} bytes") }),
+            ),
+            ApiError::UnsupportedEncoding(e) => json_response(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                json!({ "error": format!("unsupported Content-Encoding {e:?}: send identity or gzip") }),
+            ),
+            ApiError::Lines {
+                dialect: Dialect::V3,
+                partial,
+                errors,
+            } => json_response(
+                StatusCode::BAD_REQUEST,
+                json!({
+                    "error": if partial {
+                        "partial write of line protocol occurred"
+                    } else {
+                        "parsing failed for write_lp endpoint"
+                    },
+                    "data": errors,
+                }),
+            ),
+            ApiError::Lines {
+                dialect: Dialect::V2,
+                errors,
+                ..
+            } => json_response(
+                StatusCode::BAD_REQUEST,
+                json!({
+                    "code": "invalid",
+                    "message": summarize(&errors),
+                    "line": errors.first().map(|e| e.line_number),
+                }),
+            ),
+            ApiError::Lines {
+                dialect: Dialect::V1,
+                errors,
+                ..
+            } => json_response(
+                StatusCode::BAD_REQUEST,
+                json!({ "error": summarize(&errors) }),
+            ),
+            ApiError::Unavailable {
+                message,
+                retry_after,
+            } => {
+                let mut r =
+                    json_response(StatusCode::SERVICE_UNAVAILABLE, json!({ "error": message }));
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+                r
+            }
+            ApiError::Timeout(m) => {
+                json_response(StatusCode::REQUEST_TIMEOUT, json!({ "error": m }))
+            }
+            ApiError::Internal(m) => {
+                tracing::error!(error = %m, "internal error answering a request");
+                json_response(StatusCode::INTERNAL_SERVER_ERROR, json!({ "error": m }))
+            }
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! Write endpoints: `/api/v3/write_lp`, `/api/v2/write` and `/write` (v1).
+//!
+//! v3 accepts the good lines of a batch by default (`accept_partial=true`) and reports the
+//! bad ones; v1 and v2 write all lines or none, as InfluxDB 1.x and 2.x clients expect.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use super::{ApiError, AppState, Dialect, read_body};
+use crate::line_protocol::Precision;
+use crate::write::{WriteOptions, write_lp};
+
+#[derive(Debug, Deserialize)]
+pub struct V3Params {
+    db: Option<String>,
+    precision: Option<String>,
+    accept_partial: Option<bool>,
+    no_sync: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct V2Params {
+    bucket: Option<String>,
+    precision: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct V1Params {
+    db: Option<String>,
+    precision: Option<String>,
+}
+
+fn precision(p: Option<&str>) -> Result<Precision, ApiError> {
+    match p {
+        None | Some("") => Ok(Precision::Nanosecond),
+        Some(s) => Precision::parse(s).ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "invalid precision {s:?}: expected ns, us, ms or s (v1 also n, u, m, h)"
+            ))
+        }),
+    }
+}
+
+fn required(value: Option<String>, name: &str) -> Result<String, ApiError> {
+    match value {
+        Some(v) if !v.is_empty() => Ok(v),
+        _ => Err(ApiError::BadRequest(format!(
+            "missing query parameter {name:?}: the database to write to"
+        ))),
+    }
+}
+
+async fn write(
+    state: &AppState,
+    db: &str,
+    headers: &HeaderMap,
+    body: Body,
+    options: WriteOptions,
+    dialect: Dialect,
+) -> Result<Response, ApiError> {
+    let body = read_body(headers, body, state.config.max_request_bytes).await?;
+    let outcome = write_lp(&state.node, db, &body, &options)
+        .await
+        .map_err(|e| ApiError::from_write(e, dialect))?;
+    if outcome.errors.is_empty() {
+        Ok(StatusCode::NO_CONTENT.into_response())
+    } else {
+        Err(ApiError::Lines {
+            dialect,
+            partial: true,
+            errors: outcome.errors,
+        })
+    }
+}
+
+pub async fn write_v3(
+    State(state): State<Arc<AppState>>,
+    Query(params): Query<V3Params>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let db = required(params.db, "db")?;
+    let options = WriteOptions {
+        precision: precision(params.precision.as_deref())?,
+        accept_partial: params.accept_partial.unwrap_or(true),
+        durable: !params.no_sync.unwrap_or(false),
+        limits: state.config.line_limits,
+    };
+    write(&state, &db, &headers, body, options, Dialect::V3).await
+}
+
+pub async fn write_v2(
+    State(state): State<Arc<AppState>>,
+    Query(params): Query<V2Params>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let bucket = required(params.bucket, "bucket")?;
+    // v1-compatible bucket names are "db/retention_policy"; the database is the first part.
+    let db = bucket.split('/').next().unwrap_or(&bucket).to_string();
+    let options = WriteOptions {
+        precision: precision(params.precision.as_deref())?,
+        accept_partial: false,
+        durable: true,
+        limits: state.config.line_limits,
+    };
+    write(&state, &db, &headers, body, options, Dialect::V2).await
+}
+
+pub async fn write_v1(
+    State(state): State<Arc<AppState>>,
+    Query(params): Query<V1Params>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let db = required(params.db, "db")?;
+    let options = WriteOptions {
+        precision: precision(params.precision.as_deref())?,
+        accept_partial: false,
+        durable: true,
+        limits: state.config.line_limits,
+    };
+    write(&state, &db, &headers, body, options, Dialect::V1).await
+}

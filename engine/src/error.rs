@@ -1,0 +1,22 @@
+//! The engine crate's one error type.
+
+/// Errors of the node: storage and query errors, plus what the node itself decides.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Storage(#[from] tidemark_storage::Error),
+
+    #[error(transparent)]
+    Query(#[from] tidemark_query::Error),
+
+    #[error("database {0:?} not found")]
+    DatabaseNotFound(String),
+
+    #[error("cannot create database {name:?}: the node already has the maximum of {max} databases")]
+    TooManyDatabases { name: String, max: usize },
+
+    #[error("the node is shutting down")]
+    ShuttingDown,
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

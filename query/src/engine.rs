@@ -1,0 +1,139 @@
+//! Runs SQL against a database: builds a DataFusion session whose default catalog is the
+//! database, plans the statement with DDL, DML and other statements refused, and executes
+//! it under the node's limits (time, memory, concurrency).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
+use tidemark_storage::buffer::WriteBuffer;
+use tidemark_storage::catalog::Catalog;
+use tokio::sync::Semaphore;
+
+use crate::error::{Error, Result};
+use crate::provider::{CATALOG, DatabaseCatalog, DedupCache, SCHEMA};
+
+/// Limits applied to every query.
+#[derive(Debug, Clone)]
+pub struct QueryConfig {
+    pub timeout: Duration,
+    /// Bytes all running queries may hold in DataFusion's memory pool together.
+    pub memory_limit: usize,
+    pub max_concurrent: usize,
+    /// DataFusion target partitions (defaults to the number of cores).
+    pub target_partitions: usize,
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(300),
+            memory_limit: 2 * 1024 * 1024 * 1024,
+            max_concurrent: 16,
+            target_partitions: std::thread::available_parallelism().map_or(2, |n| n.get()),
+        }
+    }
+}
+
+/// A query's result, fully collected.
+#[derive(Debug)]
+pub struct QueryOutput {
+    pub schema: SchemaRef,
+    pub batches: Vec<RecordBatch>,
+}
+
+/// Answers SQL over the node's catalog and write buffer.
+#[derive(Debug)]
+pub struct QueryEngine {
+    catalog: Arc<Catalog>,
+    buffer: Arc<WriteBuffer>,
+    cache: Arc<DedupCache>,
+    runtime: Arc<RuntimeEnv>,
+    permits: Arc<Semaphore>,
+    config: QueryConfig,
+}
+
+impl QueryEngine {
+    /// # Errors
+    /// When DataFusion's runtime cannot be built.
+    pub fn new(
+        catalog: Arc<Catalog>,
+        buffer: Arc<WriteBuffer>,
+        config: QueryConfig,
+    ) -> Result<Self> {
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_limit(config.memory_limit, 1.0)
+            .build_arc()?;
+        Ok(Self {
+            catalog,
+            buffer,
+            cache: Arc::new(DedupCache::default()),
+            runtime,
+            permits: Arc::new(Semaphore::new(config.max_concurrent.max(1))),
+            config,
+        })
+    }
+
+    fn session(&self, db: &str) -> Result<SessionContext> {
+        let schema = self
+            .catalog
+            .database(db)
+            .ok_or_else(|| Error::DatabaseNotFound(db.to_string()))?;
+        let config = SessionConfig::new()
+            .with_information_schema(true)
+            .with_default_catalog_and_schema(CATALOG, SCHEMA)
+            .with_target_partitions(self.config.target_partitions.max(1))
+            .with_create_default_catalog_and_schema(false);
+        let ctx = SessionContext::new_with_config_rt(config, Arc::clone(&self.runtime));
+        ctx.register_catalog(
+            CATALOG,
+            Arc::new(DatabaseCatalog::new(
+                schema,
+                Arc::clone(&self.buffer),
+                Arc::clone(&self.cache),
+            )),
+        );
+        Ok(ctx)
+    }
+
+    /// Plans and runs one read-only SQL statement against `db`.
+    ///
+    /// # Errors
+    /// Unknown database, SQL errors (DataFusion's message), refused statements, the time
+    /// limit, and too many concurrent queries.
+    ///
+    /// # Cancellation
+    /// Dropping the future stops the query.
+    pub async fn sql(&self, db: &str, sql: &str) -> Result<QueryOutput> {
+        let _permit = self
+            .permits
+            .try_acquire()
+            .map_err(|_| Error::TooManyQueries(self.config.max_concurrent))?;
+        let ctx = self.session(db)?;
+        let options = SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false);
+        let run = async {
+            let df = ctx.sql_with_options(sql, options).await.map_err(|e| {
+                let msg = e.to_string();
+                if msg.contains("not supported")
+                    && (msg.contains("DDL") || msg.contains("DML") || msg.contains("Statement"))
+                {
+                    Error::NotAllowed(msg)
+                } else {
+                    Error::Sql(msg)
+                }
+            })?;
+            let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+            let batches = df.collect().await?;
+            Ok::<_, Error>(QueryOutput { schema, batches })
+        };
+        tokio::time::timeout(self.config.timeout, run)
+            .await
+            .map_err(|_| Error::Timeout(self.config.timeout))?
+    }
+}

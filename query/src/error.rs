@@ -1,0 +1,40 @@
+//! The query crate's one error type.
+
+/// Errors from planning, running and encoding queries.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("database {0:?} not found")]
+    DatabaseNotFound(String),
+
+    #[error("{0}")]
+    Sql(String),
+
+    #[error("query is read-only: {0}")]
+    NotAllowed(String),
+
+    #[error("query exceeded its time limit of {0:?}")]
+    Timeout(std::time::Duration),
+
+    #[error("too many concurrent queries (limit {0}); retry later")]
+    TooManyQueries(usize),
+
+    #[error("unknown output format {0:?}: expected json, jsonl, csv, pretty or parquet")]
+    UnknownFormat(String),
+
+    #[error("encoding the result failed: {0}")]
+    Encode(String),
+
+    #[error("arrow error: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+
+    #[error("storage error: {0}")]
+    Storage(#[from] tidemark_storage::Error),
+}
+
+impl From<datafusion::error::DataFusionError> for Error {
+    fn from(e: datafusion::error::DataFusionError) -> Self {
+        Error::Sql(e.to_string())
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,73 @@
+//! Command line: every flag can also be set from a `TIDEMARK_*` environment variable.
+
+mod query;
+mod serve;
+mod write;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tidemark",
+    version,
+    about = "Stream and time-series processing engine"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a node: HTTP write and query API over durable storage.
+    Serve(serve::ServeArgs),
+    /// Write line protocol from a file or standard input to a server.
+    Write(write::WriteArgs),
+    /// Run a SQL query on a server and print the result.
+    Query(query::QueryArgs),
+}
+
+pub fn run() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve::run(args),
+        Command::Write(args) => write::run(args),
+        Command::Query(args) => query::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Common settings of the client commands.
+#[derive(Debug, clap::Args)]
+pub struct ClientArgs {
+    /// Base URL of the server.
+    #[arg(long, env = "TIDEMARK_HOST", default_value = "http://127.0.0.1:8181")]
+    pub host: String,
+    /// Database to use.
+    #[arg(long, env = "TIDEMARK_DATABASE")]
+    pub db: String,
+}
+
+/// Turns an HTTP response into the body text or an error carrying the server's message.
+pub fn check(resp: reqwest::blocking::Response) -> anyhow::Result<String> {
+    let status = resp.status();
+    let text = resp.text()?;
+    if status.is_success() {
+        return Ok(text);
+    }
+    let message = serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|v| {
+            v.get("error")
+                .or_else(|| v.get("message"))
+                .and_then(|m| m.as_str().map(str::to_string))
+        })
+        .unwrap_or(text);
+    anyhow::bail!("server answered {status}: {message}")
+}

@@ -1,0 +1,186 @@
+//! `tidemark serve`: open the data directory (replaying its logs), then serve HTTP until
+//! SIGINT or SIGTERM; on the signal, finish in-flight requests and sync the log.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tidemark_connectors::http::{AppState, HttpConfig, serve};
+use tidemark_connectors::line_protocol::LineLimits;
+use tidemark_engine::{Durability, Node, NodeConfig};
+use tidemark_query::QueryConfig;
+use tidemark_storage::log::LogWriterConfig;
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum DurabilityArg {
+    /// Acknowledge a write once it is fsynced.
+    Sync,
+    /// Acknowledge once written to the OS; fsync within --async-flush-ms.
+    Async,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Directory holding all data.
+    #[arg(long, env = "TIDEMARK_DATA_DIR", default_value = "./tidemark-data")]
+    data_dir: PathBuf,
+    /// Address of the HTTP API (port 0 picks a free port).
+    #[arg(long, env = "TIDEMARK_HTTP_BIND", default_value = "127.0.0.1:8181")]
+    http_bind: String,
+    /// Log partitions of each new database (fixed at creation).
+    #[arg(long, env = "TIDEMARK_PARTITIONS", default_value_t = 4)]
+    partitions: u32,
+    /// When writes are acknowledged.
+    #[arg(long, env = "TIDEMARK_DURABILITY", value_enum, default_value = "sync")]
+    durability: DurabilityArg,
+    /// In async durability, the longest time written data waits for fsync.
+    #[arg(long, env = "TIDEMARK_ASYNC_FLUSH_MS", default_value_t = 1000)]
+    async_flush_ms: u64,
+    /// Size at which a log segment is rolled.
+    #[arg(long, env = "TIDEMARK_SEGMENT_BYTES", default_value_t = 64 * 1024 * 1024)]
+    segment_bytes: u64,
+    /// Memory the write buffer may use before writes get 503 + Retry-After, in MiB.
+    #[arg(long, env = "TIDEMARK_BUFFER_LIMIT_MB", default_value_t = 4096)]
+    buffer_limit_mb: usize,
+    /// Largest HTTP request body (before and after gzip), in bytes.
+    #[arg(long, env = "TIDEMARK_MAX_REQUEST_BYTES", default_value_t = 10 * 1024 * 1024)]
+    max_request_bytes: usize,
+    /// Longest line protocol line, in bytes.
+    #[arg(long, env = "TIDEMARK_MAX_LINE_BYTES", default_value_t = 1024 * 1024)]
+    max_line_bytes: usize,
+    /// Most fields in one line.
+    #[arg(long, env = "TIDEMARK_MAX_FIELDS_PER_LINE", default_value_t = 1000)]
+    max_fields_per_line: usize,
+    /// Most columns in one table (tags, fields and time).
+    #[arg(long, env = "TIDEMARK_MAX_COLUMNS_PER_TABLE", default_value_t = 500)]
+    max_columns_per_table: usize,
+    /// Most databases on the node.
+    #[arg(long, env = "TIDEMARK_MAX_DATABASES", default_value_t = 100)]
+    max_databases: usize,
+    /// Time limit of one query, in seconds.
+    #[arg(long, env = "TIDEMARK_QUERY_TIMEOUT_SECS", default_value_t = 300)]
+    query_timeout_secs: u64,
+    /// Memory all running queries may use together, in MiB.
+    #[arg(long, env = "TIDEMARK_QUERY_MEMORY_MB", default_value_t = 2048)]
+    query_memory_mb: usize,
+    /// Queries allowed to run at once (more get 503).
+    #[arg(long, env = "TIDEMARK_MAX_CONCURRENT_QUERIES", default_value_t = 16)]
+    max_concurrent_queries: usize,
+    /// Log output format.
+    #[arg(long, env = "TIDEMARK_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
+    /// Log filter, e.g. `info` or `tidemark_storage=debug,info`.
+    #[arg(long, env = "TIDEMARK_LOG", default_value = "info")]
+    log_filter: String,
+}
+
+fn init_logging(args: &ServeArgs) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&args.log_filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    init_logging(&args);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("tidemark")
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(serve_main(args))
+}
+
+async fn serve_main(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let mut config = NodeConfig::new(&args.data_dir);
+    config.partitions = args.partitions.max(1);
+    config.durability = match args.durability {
+        DurabilityArg::Sync => Durability::Sync,
+        DurabilityArg::Async => Durability::Async,
+    };
+    config.buffer_limit_bytes = args.buffer_limit_mb.saturating_mul(1024 * 1024);
+    config.max_databases = args.max_databases;
+    config.max_columns_per_table = args.max_columns_per_table;
+    config.log = LogWriterConfig {
+        segment_bytes: args.segment_bytes,
+        async_flush_interval: Duration::from_millis(args.async_flush_ms.max(1)),
+        ..LogWriterConfig::default()
+    };
+    config.query = QueryConfig {
+        timeout: Duration::from_secs(args.query_timeout_secs.max(1)),
+        memory_limit: args.query_memory_mb.saturating_mul(1024 * 1024),
+        max_concurrent: args.max_concurrent_queries.max(1),
+        ..QueryConfig::default()
+    };
+
+    let data_dir = args.data_dir.clone();
+    let node = tokio::task::spawn_blocking(move || Node::open(config))
+        .await
+        .context("opening the node")?
+        .with_context(|| format!("opening data directory {}", data_dir.display()))?;
+    let node = Arc::new(node);
+
+    let listener = tokio::net::TcpListener::bind(&args.http_bind)
+        .await
+        .with_context(|| format!("binding the HTTP API to {}", args.http_bind))?;
+    let addr = listener.local_addr()?;
+    // Tests and scripts read this line to find the port when binding to port 0.
+    println!("tidemark listening on http://{addr}");
+    tracing::info!(%addr, data_dir = %args.data_dir.display(), "serving");
+
+    let state = Arc::new(AppState {
+        node: Arc::clone(&node),
+        config: HttpConfig {
+            max_request_bytes: args.max_request_bytes,
+            line_limits: LineLimits {
+                max_line_bytes: args.max_line_bytes,
+                max_fields: args.max_fields_per_line,
+            },
+        },
+    });
+    serve(state, listener, shutdown_signal())
+        .await
+        .context("serving HTTP")?;
+    tracing::info!("HTTP stopped; syncing the log");
+    tokio::task::spawn_blocking(move || node.shutdown()).await?;
+    tracing::info!("shut down cleanly");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutdown signal received");
+}
