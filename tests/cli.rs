@@ -1,0 +1,152 @@
+//! `tidemark write` and `tidemark query` against a running server.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use common::{BIN, Server};
+
+#[test]
+fn write_a_file_and_stdin_then_query_in_each_format() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(tmp.path(), &[]);
+    let file = tmp.path().join("cpu.lp");
+    let mut lp = String::new();
+    for i in 0..1000 {
+        lp.push_str(&format!("cpu,host=h{} usage={i} {}\n", i % 10, i));
+    }
+    std::fs::write(&file, &lp).unwrap();
+    let out = Command::new(BIN)
+        .args([
+            "write",
+            "--host",
+            &s.base,
+            "--db",
+            "m",
+            "--batch-bytes",
+            "4096",
+        ])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let mut child = Command::new(BIN)
+        .args([
+            "write",
+            "--host",
+            &s.base,
+            "--db",
+            "m",
+            "--precision",
+            "s",
+            "-",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"mem,host=z free=1i 5\n")
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+
+    let q = |fmt: &str, sql: &str| {
+        let out = Command::new(BIN)
+            .args([
+                "query", "--host", &s.base, "--db", "m", "--format", fmt, sql,
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert_eq!(q("csv", "SELECT count(*) AS n FROM cpu"), "n\n1000\n");
+    assert_eq!(
+        q("json", "SELECT free, CAST(time AS BIGINT) AS t FROM mem"),
+        "[{\"free\":1,\"t\":5000000000}]\n"
+    );
+    assert!(q("pretty", "SELECT count(*) AS n FROM cpu").contains("| 1000 |"));
+
+    // Errors are reported with the server's message and a failing exit code.
+    let out = Command::new(BIN)
+        .args([
+            "query",
+            "--host",
+            &s.base,
+            "--db",
+            "m",
+            "SELECT nope FROM cpu",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nope"));
+    let out = Command::new(BIN)
+        .args(["write", "--host", &s.base, "--db", "m", "-"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            c.stdin
+                .take()
+                .unwrap()
+                .write_all(b"cpu usage=\"str\" 1\n")?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    assert!(!out.status.success());
+}
+
+#[test]
+fn serve_flags_come_from_the_environment_too() {
+    let out = Command::new(BIN)
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for flag in [
+        "--data-dir",
+        "--http-bind",
+        "--durability",
+        "--partitions",
+        "TIDEMARK_DATA_DIR",
+        "TIDEMARK_HTTP_BIND",
+    ] {
+        assert!(help.contains(flag), "{flag} missing from:\n{help}");
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BIN)
+        .arg("serve")
+        .env("TIDEMARK_DATA_DIR", tmp.path().join("envdata"))
+        .env("TIDEMARK_HTTP_BIND", "127.0.0.1:0")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        line.starts_with("tidemark listening on http://127.0.0.1:"),
+        "{line}"
+    );
+    assert!(tmp.path().join("envdata/log").is_dir());
+}

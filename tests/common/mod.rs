@@ -1,0 +1,175 @@
+//! Test harness: runs the real `tidemark` binary on a free port over a temporary data
+//! directory, and talks to it over HTTP like a user would.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_tidemark");
+
+/// A running server; killed (SIGKILL) when dropped.
+pub struct Server {
+    child: Child,
+    pub base: String,
+    pub data_dir: PathBuf,
+    extra: Vec<String>,
+}
+
+impl Server {
+    /// Starts a server on a fresh data directory inside `dir`.
+    pub fn start(dir: &Path, extra: &[&str]) -> Server {
+        Self::start_on(
+            dir.join("data"),
+            extra.iter().map(|s| s.to_string()).collect(),
+        )
+    }
+
+    fn start_on(data_dir: PathBuf, extra: Vec<String>) -> Server {
+        let mut child = Command::new(BIN)
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .arg("--http-bind")
+            .arg("127.0.0.1:0")
+            .args(&extra)
+            .env("TIDEMARK_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn tidemark serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut reader = BufReader::new(stdout);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut line = String::new();
+        let base = loop {
+            line.clear();
+            let n = reader.read_line(&mut line).expect("read server stdout");
+            if n == 0 {
+                let status = child.wait().expect("wait");
+                panic!("server exited before listening: {status}");
+            }
+            if let Some(rest) = line.trim().strip_prefix("tidemark listening on ") {
+                break rest.to_string();
+            }
+            assert!(Instant::now() < deadline, "server did not start");
+        };
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || {
+            let mut sink = String::new();
+            while reader.read_line(&mut sink).unwrap_or(0) > 0 {
+                sink.clear();
+            }
+        });
+        Server {
+            child,
+            base,
+            data_dir,
+            extra,
+        }
+    }
+
+    /// Kills the process with SIGKILL (no chance to flush anything) and waits for it.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGKILL, then start again on the same data directory.
+    pub fn crash_and_restart(mut self) -> Server {
+        self.kill9();
+        let (dir, extra) = (self.data_dir.clone(), self.extra.clone());
+        Self::start_on(dir, extra)
+    }
+
+    /// Sends SIGTERM and waits for a clean exit.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill -TERM");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "server ignored SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// POSTs a body; returns (status, body text).
+    pub fn post(&self, path: &str, body: impl Into<Vec<u8>>) -> (u16, String) {
+        let resp = client()
+            .post(self.url(path))
+            .body(body.into())
+            .send()
+            .expect("POST");
+        let status = resp.status().as_u16();
+        (status, resp.text().unwrap_or_default())
+    }
+
+    pub fn post_with(&self, path: &str, headers: &[(&str, &str)], body: Vec<u8>) -> (u16, String) {
+        let mut req = client().post(self.url(path)).body(body);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = req.send().expect("POST");
+        let status = resp.status().as_u16();
+        (status, resp.text().unwrap_or_default())
+    }
+
+    pub fn write_v3(&self, db: &str, lp: &str) -> (u16, String) {
+        self.post(&format!("/api/v3/write_lp?db={db}"), lp)
+    }
+
+    /// Runs SQL; returns (status, body).
+    pub fn query_raw(&self, db: &str, sql: &str, format: &str) -> (u16, Vec<u8>) {
+        let resp = client()
+            .post(self.url("/api/v3/query_sql"))
+            .header("content-type", "application/json")
+            .body(
+                serde_json::to_vec(&serde_json::json!({"db": db, "q": sql, "format": format}))
+                    .unwrap(),
+            )
+            .send()
+            .expect("query");
+        let status = resp.status().as_u16();
+        (status, resp.bytes().unwrap_or_default().to_vec())
+    }
+
+    /// Runs SQL that must succeed; returns the rows as JSON objects.
+    pub fn query(&self, db: &str, sql: &str) -> Vec<serde_json::Value> {
+        let (status, body) = self.query_raw(db, sql, "json");
+        assert_eq!(status, 200, "{sql}: {}", String::from_utf8_lossy(&body));
+        match serde_json::from_slice(&body).expect("json") {
+            serde_json::Value::Array(rows) => rows,
+            other => panic!("not an array: {other}"),
+        }
+    }
+
+    pub fn count(&self, db: &str, table: &str) -> i64 {
+        let rows = self.query(db, &format!("SELECT count(*) AS n FROM {table}"));
+        rows[0]["n"].as_i64().unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+pub fn client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("client")
+}

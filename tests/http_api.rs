@@ -1,0 +1,332 @@
+//! The HTTP API end to end through the real binary: each write endpoint, partial writes,
+//! type conflicts, gzip, limits, query formats and errors, read-only SQL.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::io::Write;
+
+use common::Server;
+use serde_json::json;
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+#[test]
+fn each_write_endpoint_round_trips_exact_values() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(tmp.path(), &[]);
+
+    let (st, body) = s.post(
+        "/api/v3/write_lp?db=metrics",
+        "cpu,host=a,region=eu usage=1.5,count=3i,big=18446744073709551615u,ok=true,note=\"hi \\\"there\\\"\" 1700000000000000000\n",
+    );
+    assert_eq!(st, 204, "{body}");
+    let (st, body) = s.post(
+        "/api/v2/write?bucket=metrics&org=any&precision=s",
+        "cpu,host=b,region=eu usage=2.5,count=4i 1700000001\n",
+    );
+    assert_eq!(st, 204, "{body}");
+    let (st, body) = s.post(
+        "/write?db=metrics&precision=ms",
+        "cpu,host=c,region=us usage=-3e2,count=-5i 1700000002000\n",
+    );
+    assert_eq!(st, 204, "{body}");
+
+    let rows = s.query(
+        "metrics",
+        "SELECT host, region, usage, count, big, ok, note, CAST(time AS BIGINT) AS t FROM cpu ORDER BY host",
+    );
+    assert_eq!(
+        rows,
+        vec![
+            json!({"host":"a","region":"eu","usage":1.5,"count":3,"big":18446744073709551615u64,"ok":true,"note":"hi \"there\"","t":1700000000000000000i64}),
+            json!({"host":"b","region":"eu","usage":2.5,"count":4,"t":1700000001000000000i64}),
+            json!({"host":"c","region":"us","usage":-300.0,"count":-5,"t":1700000002000000000i64}),
+        ]
+    );
+}
+
+#[test]
+fn the_quick_start_query_works() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(tmp.path(), &[]);
+    let lp = "cpu,host=a usage_user=10 1\ncpu,host=a usage_user=30 2\ncpu,host=b usage_user=5 1\n";
+    assert_eq!(s.write_v3("metrics", lp).0, 204);
+    let resp = common::client()
+        .get(s.url(
+            "/api/v3/query_sql?db=metrics&q=SELECT+host,avg(usage_user)+AS+avg+FROM+cpu+GROUP+BY+host+ORDER+BY+host&format=json",
+        ))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let v: serde_json::Value = resp.json().unwrap();
+    assert_eq!(v, json!([{"host":"a","avg":20.0},{"host":"b","avg":5.0}]));
+}
+
+#[test]
+fn v3_accepts_good_lines_and_reports_bad_ones() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(tmp.path(), &[]);
+    let (st, body) = s.write_v3(
+        "db",
+        "m,t=a v=1 1\nm,t=b v= 2\nm,t=c v=3 3\nnot line protocol\n",
+    );
+    assert_eq!(st, 400);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["error"], "partial write of line protocol occurred");
+    let data = v["data"].as_array().unwrap();
+    assert_eq!(data.len(), 2);
+    assert_eq!(data[0]["line_number"], 2);
+    assert_eq!(data[0]["original_line"], "m,t=b v= 2");
+    assert!(
+        data[0]["error_message"]
+            .as_str()
+            .unwrap()
+            .contains("empty value")
+    );
+    assert_eq!(data[1]["line_number"], 4);
+    assert_eq!(s.count("db", "m"), 2);
+
+    // accept_partial=false: nothing from a batch with a bad line.
+    let (st, body) = s.post(
+        "/api/v3/write_lp?db=db&accept_partial=false",
+        "m,t=x v=1 10\nm,t=y v=oops 11\n",
+    );
+    assert_eq!(st, 400);
+    assert!(body.contains("parsing failed"), "{body}");
+    assert_eq!(s.count("db", "m"), 2);
+}
+
+#[test]
+fn v1_and_v2_reject_the_whole_batch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(tmp.path(), &[]);
+    assert_eq!(s.write_v3("db", "m v=0 1\n").0, 204);
+    let (st, body) = s.post("/api/v2/write?bucket=db", "m v=1 2\nm v=bad 3\n");
+    assert_eq!(st, 400);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["code"], "invalid");
+    assert!(v["message"].as_str().unwrap().contains("line 2"), "{body}");
+    let (st, body) = s.post("/write?db=db", "m v=1 2\nm v=bad 3\n");
+    assert_eq!(st, 400);
+    assert!(body.contains("line 2"), "{body}");
+    assert_eq!(s.count("db", "m"), 1);
+}
+
+#[test]
+fn a_type_conflict_rejects_that_line_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(tmp.path(), &[]);
+    assert_eq!(s.write_v3("db", "m,t=a v=1.5 1\n").0, 204);
+    let (st, body) = s.write_v3("db", "m,t=b v=2i 2\nm,t=c v=3.5 3\nm,v=x w=1 4\n");
+    assert_eq!(st, 400);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let data = v["data"].as_array().unwrap();
+    assert_eq!(data.len(), 2, "{body}");
+    let msg = data[0]["error_message"].as_str().unwrap();
+    assert!(
+        msg.contains("\"v\"") && msg.contains("a float field") && msg.contains("an integer field"),
+        "{msg}"
+    );
+    assert_eq!(data[0]["line_number"], 1);
+    let msg = data[1]["error_message"].as_str().unwrap();
+    assert!(msg.contains("a tag"), "{msg}");
+    let rows = s.query("db", "SELECT t, v FROM m ORDER BY t");
+    assert_eq!(
+        rows,
+        vec![json!({"t":"a","v":1.5}), json!({"t":"c","v":3.5})]
+    );
+}
+
+#[test]
+fn gzip_bodies_and_size_limits() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(tmp.path(), &["--max-request-bytes", "2000"]);
+    let lp = "m,t=a v=1 1\nm,t=b v=2 2\n";
+    let (st, body) = s.post_with(
+        "/api/v2/write?bucket=db",
+        &[("content-encoding", "gzip")],
+        gzip(lp.as_bytes()),
+    );
+    assert_eq!(st, 204, "{body}");
+    assert_eq!(s.count("db", "m"), 2);
+
+    let (st, _) = s.post_with(
+        "/api/v3/write_lp?db=db",
+        &[("content-encoding", "gzip")],
+        b"not gzip at all".to_vec(),
+    );
+    assert_eq!(st, 400);
+
+    // Too large as sent.
+    let big = "m,t=c v=1 3\n".repeat(500);
+    let (st, body) = s.write_v3("db", &big);
+    assert_eq!(st, 413, "{body}");
+    // Small when sent, too large once decompressed.
+    let (st, _) = s.post_with(
+        "/api/v3/write_lp?db=db",
+        &[("content-encoding", "gzip")],
+        gzip(big.as_bytes()),
+    );
+    assert_eq!(st, 413);
+    let (st, _) = s.post_with(
+        "/api/v3/write_lp?db=db",
+        &[("content-encoding", "br")],
+        b"x".to_vec(),
+    );
+    assert_eq!(st, 415);
+    assert_eq!(s.count("db", "m"), 2);
+}
+
+#[test]
+fn duplicate_points_read_last_write_wins_per_field() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(tmp.path(), &[]);
+    assert_eq!(
+        s.write_v3("db", "m,h=a x=1,y=1 100\nm,h=b x=7 100\n").0,
+        204
+    );
+    assert_eq!(s.write_v3("db", "m,h=a x=2 100\n").0, 204);
+    assert_eq!(s.write_v3("db", "m,h=a y=3 100\nm,h=a x=4 100\n").0, 204);
+    let rows = s.query("db", "SELECT h, x, y FROM m ORDER BY h");
+    assert_eq!(
+        rows,
+        vec![json!({"h":"a","x":4.0,"y":3.0}), json!({"h":"b","x":7.0})]
+    );
+}
+
+#[test]
+fn points_without_timestamps_get_the_server_time() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(tmp.path(), &[]);
+    let before = chrono_now();
+    assert_eq!(s.write_v3("db", "m v=1\n").0, 204);
+    let after = chrono_now();
+    let rows = s.query("db", "SELECT CAST(time AS BIGINT) AS t FROM m");
+    let t = rows[0]["t"].as_i64().unwrap();
+    assert!(before <= t && t <= after, "{before} <= {t} <= {after}");
+}
+
+fn chrono_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i64
+}
+
+#[test]
+fn query_formats_errors_and_read_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(tmp.path(), &[]);
+    assert_eq!(
+        s.write_v3("db", "m,h=a v=1 1000000000\nm,h=b v=2 2000000000\n")
+            .0,
+        204
+    );
+
+    let q = "SELECT h, v FROM m ORDER BY h";
+    let (st, csv) = s.query_raw("db", q, "csv");
+    assert_eq!(st, 200);
+    assert_eq!(String::from_utf8(csv).unwrap(), "h,v\na,1.0\nb,2.0\n");
+    let (_, jsonl) = s.query_raw("db", q, "jsonl");
+    assert_eq!(
+        String::from_utf8(jsonl).unwrap(),
+        "{\"h\":\"a\",\"v\":1.0}\n{\"h\":\"b\",\"v\":2.0}\n"
+    );
+    let (_, pretty) = s.query_raw("db", q, "pretty");
+    let pretty = String::from_utf8(pretty).unwrap();
+    assert!(pretty.contains("| h | v   |"), "{pretty}");
+    let (_, parquet) = s.query_raw("db", q, "parquet");
+    assert_eq!(&parquet[..4], b"PAR1");
+    assert_eq!(&parquet[parquet.len() - 4..], b"PAR1");
+    let (_, empty) = s.query_raw("db", "SELECT h FROM m WHERE v > 10", "json");
+    assert_eq!(empty, b"[]");
+
+    let (st, body) = s.query_raw("db", q, "xml");
+    assert_eq!(st, 400, "{}", String::from_utf8_lossy(&body));
+
+    // SHOW TABLES and information_schema.
+    let rows = s.query("db", "SHOW TABLES");
+    assert!(
+        rows.iter()
+            .any(|r| r["table_name"] == "m" && r["table_schema"] == "iox")
+    );
+    let rows = s.query(
+        "db",
+        "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'm' ORDER BY column_name",
+    );
+    assert_eq!(rows.len(), 3);
+
+    // SQL errors carry DataFusion's message.
+    let (st, body) = s.query_raw("db", "SELECT nope FROM m", "json");
+    assert_eq!(st, 400);
+    assert!(String::from_utf8_lossy(&body).contains("nope"));
+    let (st, _) = s.query_raw("missing", "SELECT 1", "json");
+    assert_eq!(st, 404);
+
+    // Read-only: no DDL, DML, COPY, external tables, or SET.
+    let copy_target = tmp.path().join("out.csv");
+    let copy = format!("COPY m TO '{}'", copy_target.display());
+    for sql in [
+        "CREATE TABLE x (a INT)",
+        "CREATE EXTERNAL TABLE x STORED AS CSV LOCATION '/etc/passwd'",
+        "INSERT INTO m (h, v) VALUES ('z', 1)",
+        copy.as_str(),
+        "DROP TABLE m",
+        "SET datafusion.execution.batch_size = 1",
+        "CREATE VIEW v AS SELECT 1",
+    ] {
+        let (st, body) = s.query_raw("db", sql, "json");
+        assert_eq!(
+            st,
+            400,
+            "{sql} was allowed: {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+    // Local files are not tables.
+    let (st, _) = s.query_raw("db", "SELECT * FROM '/etc/passwd'", "json");
+    assert_eq!(st, 400);
+    assert_eq!(s.count("db", "m"), 2);
+    assert!(!copy_target.exists(), "COPY wrote a file");
+}
+
+#[test]
+fn ping_and_health() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(tmp.path(), &[]);
+    let resp = common::client().get(s.url("/ping")).send().unwrap();
+    assert_eq!(resp.status().as_u16(), 204);
+    assert!(resp.headers().contains_key("x-influxdb-version"));
+    let resp = common::client().head(s.url("/ping")).send().unwrap();
+    assert_eq!(resp.status().as_u16(), 204);
+    let resp = common::client().get(s.url("/health")).send().unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let v: serde_json::Value = resp.json().unwrap();
+    assert_eq!(v["status"], "pass");
+}
+
+#[test]
+fn bad_parameters_are_explained() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(tmp.path(), &[]);
+    let (st, body) = s.post("/api/v3/write_lp", "m v=1");
+    assert_eq!(st, 400);
+    assert!(body.contains("db"), "{body}");
+    let (st, body) = s.post("/api/v3/write_lp?db=x&precision=fortnight", "m v=1");
+    assert_eq!(st, 400);
+    assert!(body.contains("precision"), "{body}");
+    let (st, body) = s.post("/api/v3/write_lp?db=../etc", "m v=1");
+    assert_eq!(st, 400);
+    assert!(body.contains("invalid database name"), "{body}");
+    // A batch with no good line creates no database.
+    let (st, _) = s.post("/api/v3/write_lp?db=empty", "garbage\n");
+    assert_eq!(st, 400);
+    let (st, _) = s.query_raw("empty", "SELECT 1", "json");
+    assert_eq!(st, 404);
+}
