@@ -56,9 +56,14 @@ impl AsyncDB for TidemarkDb {
     async fn run(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, SltError> {
         if let Some(rest) = sql.trim_start().strip_prefix("write_lp ") {
             let (db, lines) = rest.split_once('\n').unwrap_or((rest, ""));
-            let outcome = write_lp(&self.node, db.trim(), lines.as_bytes(), &WriteOptions::default())
-                .await
-                .map_err(|e| SltError(format!("{e}: {e:?}")))?;
+            let outcome = write_lp(
+                &self.node,
+                db.trim(),
+                lines.as_bytes(),
+                &WriteOptions::default(),
+            )
+            .await
+            .map_err(|e| SltError(format!("{e}: {e:?}")))?;
             if !outcome.errors.is_empty() {
                 return Err(SltError(format!("{:?}", outcome.errors)));
             }

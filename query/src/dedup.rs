@@ -109,14 +109,14 @@ pub fn dedup(table: &TableSchema, batches: &[BufferedBatch]) -> Result<RecordBat
             let mut idx = last_of_group.clone();
             for g in 0..groups {
                 let (s, e) = (starts[g], starts[g + 1]);
-                if e - s > 1 && col.is_null(idx[g] as usize) {
-                    if let Some(&r) = order[s..e]
+                if e - s > 1
+                    && col.is_null(idx[g] as usize)
+                    && let Some(&r) = order[s..e]
                         .iter()
                         .rev()
                         .find(|&&r| col.is_valid(r as usize))
-                    {
-                        idx[g] = r;
-                    }
+                {
+                    idx[g] = r;
                 }
             }
             UInt32Array::from(idx)

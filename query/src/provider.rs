@@ -39,10 +39,13 @@ struct Deduped {
     batch: RecordBatch,
 }
 
+/// (database, table).
+type TableKey = (Arc<str>, Arc<str>);
+
 /// Deduplicated table contents, shared by all queries of a node.
 #[derive(Debug, Default)]
 pub struct DedupCache {
-    entries: Mutex<HashMap<(Arc<str>, Arc<str>), Deduped>>,
+    entries: Mutex<HashMap<TableKey, Deduped>>,
 }
 
 impl DedupCache {

@@ -224,12 +224,15 @@ pub struct PartitionBatches {
     pub tables: Vec<(Arc<str>, RecordBatch)>,
 }
 
+/// Columns a write adds to one table: (table, [(column, kind)]).
+pub type NewColumns = (Arc<str>, Vec<(Arc<str>, ColumnKind)>);
+
 /// What [`WriteBuilder::finish`] produces.
 #[derive(Debug)]
 pub struct WriteBatch {
     pub partitions: Vec<PartitionBatches>,
     /// Columns this write introduces, per table, for the catalog.
-    pub new_columns: Vec<(Arc<str>, Vec<(Arc<str>, ColumnKind)>)>,
+    pub new_columns: Vec<NewColumns>,
     pub rows: usize,
 }
 

@@ -3,7 +3,9 @@ use std::sync::Arc;
 
 use super::*;
 
-fn open_collect(dir: &Path) -> Result<(PartitionLog, Vec<(u64, Vec<u8>)>)> {
+type Replayed = Vec<(u64, Vec<u8>)>;
+
+fn open_collect(dir: &Path) -> Result<(PartitionLog, Replayed)> {
     let mut seen = Vec::new();
     let log = PartitionLog::open(dir, 0, &mut |r| {
         seen.push((r.offset, r.payload.to_vec()));
