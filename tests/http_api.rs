@@ -330,3 +330,41 @@ fn bad_parameters_are_explained() {
     let (st, _) = s.query_raw("empty", "SELECT 1", "json");
     assert_eq!(st, 404);
 }
+
+#[test]
+fn a_full_write_buffer_answers_503_with_retry_after_and_keeps_what_it_took() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(tmp.path(), &["--buffer-limit-mb", "1"]);
+    let client = common::client();
+    let mut accepted = 0;
+    let mut refused = None;
+    for batch in 0..200 {
+        let mut lp = String::new();
+        for i in 0..2000 {
+            lp.push_str(&format!(
+                "m,host=h{i} v={batch}.5,s=\"padding padding\" {batch}\n"
+            ));
+        }
+        let resp = client
+            .post(s.url("/api/v3/write_lp?db=db"))
+            .body(lp)
+            .send()
+            .unwrap();
+        match resp.status().as_u16() {
+            204 => accepted += 1,
+            503 => {
+                refused = Some(
+                    resp.headers()
+                        .get("retry-after")
+                        .map(|v| v.to_str().unwrap().to_string()),
+                );
+                break;
+            }
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    let retry_after = refused.expect("the buffer limit was never reached");
+    assert_eq!(retry_after.as_deref(), Some("1"));
+    assert!(accepted > 0);
+    assert_eq!(s.count("db", "m"), accepted * 2000);
+}
