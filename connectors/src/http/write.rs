@@ -94,6 +94,24 @@ pub async fn write_v3(
     write(&state, &db, &headers, body, options, Dialect::V3).await
 }
 
+/// v1 and v2: all lines or none, always durable.
+async fn write_all_or_nothing(
+    state: &AppState,
+    db: &str,
+    precision_param: Option<&str>,
+    headers: &HeaderMap,
+    body: Body,
+    dialect: Dialect,
+) -> Result<Response, ApiError> {
+    let options = WriteOptions {
+        precision: precision(precision_param)?,
+        accept_partial: false,
+        durable: true,
+        limits: state.config.line_limits,
+    };
+    write(state, db, headers, body, options, dialect).await
+}
+
 pub async fn write_v2(
     State(state): State<Arc<AppState>>,
     Query(params): Query<V2Params>,
@@ -102,14 +120,16 @@ pub async fn write_v2(
 ) -> Result<Response, ApiError> {
     let bucket = required(params.bucket, "bucket")?;
     // v1-compatible bucket names are "db/retention_policy"; the database is the first part.
-    let db = bucket.split('/').next().unwrap_or(&bucket).to_string();
-    let options = WriteOptions {
-        precision: precision(params.precision.as_deref())?,
-        accept_partial: false,
-        durable: true,
-        limits: state.config.line_limits,
-    };
-    write(&state, &db, &headers, body, options, Dialect::V2).await
+    let db = bucket.split('/').next().unwrap_or(&bucket);
+    write_all_or_nothing(
+        &state,
+        db,
+        params.precision.as_deref(),
+        &headers,
+        body,
+        Dialect::V2,
+    )
+    .await
 }
 
 pub async fn write_v1(
@@ -119,11 +139,13 @@ pub async fn write_v1(
     body: Body,
 ) -> Result<Response, ApiError> {
     let db = required(params.db, "db")?;
-    let options = WriteOptions {
-        precision: precision(params.precision.as_deref())?,
-        accept_partial: false,
-        durable: true,
-        limits: state.config.line_limits,
-    };
-    write(&state, &db, &headers, body, options, Dialect::V1).await
+    write_all_or_nothing(
+        &state,
+        &db,
+        params.precision.as_deref(),
+        &headers,
+        body,
+        Dialect::V1,
+    )
+    .await
 }

@@ -161,28 +161,23 @@ fn parse_str(
                 continue;
             }
         };
-        if parsed.text.len() > limits.max_line_bytes {
-            errors.push(LineError::new(
-                line_number,
-                parsed.text,
-                format!(
-                    "line is {} bytes, more than the limit of {}",
-                    parsed.text.len(),
-                    limits.max_line_bytes
-                ),
-            ));
-            continue;
-        }
-        if line.fields.len() > limits.max_fields {
-            errors.push(LineError::new(
-                line_number,
-                parsed.text,
-                format!(
-                    "line has {} fields, more than the limit of {}",
-                    line.fields.len(),
-                    limits.max_fields
-                ),
-            ));
+        let over_limit = if parsed.text.len() > limits.max_line_bytes {
+            Some(format!(
+                "line is {} bytes, more than the limit of {}",
+                parsed.text.len(),
+                limits.max_line_bytes
+            ))
+        } else if line.fields.len() > limits.max_fields {
+            Some(format!(
+                "line has {} fields, more than the limit of {}",
+                line.fields.len(),
+                limits.max_fields
+            ))
+        } else {
+            None
+        };
+        if let Some(msg) = over_limit {
+            errors.push(LineError::new(line_number, parsed.text, msg));
             continue;
         }
         let time = match line.timestamp {

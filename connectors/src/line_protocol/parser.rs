@@ -345,12 +345,17 @@ fn token<'a>(src: &'a str, pos: &mut usize, kind: Token) -> Result<Cow<'a, str>,
     if !escaped {
         return Ok(Cow::Borrowed(raw));
     }
+    Ok(Cow::Owned(unescape(raw, |b| kind.escapable(b))))
+}
+
+/// Drops the backslash of every escape sequence (`\` followed by a byte `escapable`
+/// accepts); a backslash before anything else is literal.
+fn unescape(raw: &str, escapable: impl Fn(u8) -> bool) -> String {
     let mut out = String::with_capacity(raw.len());
     let rb = raw.as_bytes();
-    let mut i = 0;
-    let mut run = 0;
+    let (mut i, mut run) = (0, 0);
     while i < rb.len() {
-        if rb[i] == b'\\' && i + 1 < rb.len() && kind.escapable(rb[i + 1]) {
+        if rb[i] == b'\\' && i + 1 < rb.len() && escapable(rb[i + 1]) {
             out.push_str(&raw[run..i]);
             run = i + 1;
             i += 2;
@@ -359,7 +364,7 @@ fn token<'a>(src: &'a str, pos: &mut usize, kind: Token) -> Result<Cow<'a, str>,
         }
     }
     out.push_str(&raw[run..]);
-    Ok(Cow::Owned(out))
+    out
 }
 
 fn field_value<'a>(src: &'a str, pos: &mut usize, key: &str) -> Result<FieldValue<'a>, String> {
@@ -423,20 +428,9 @@ fn string_value<'a>(src: &'a str, pos: &mut usize, key: &str) -> Result<FieldVal
     if !escaped {
         return Ok(FieldValue::String(Cow::Borrowed(raw)));
     }
-    let mut out = String::with_capacity(raw.len());
-    let rb = raw.as_bytes();
-    let (mut i, mut run) = (0, 0);
-    while i < rb.len() {
-        if rb[i] == b'\\' && matches!(rb.get(i + 1), Some(b'"' | b'\\')) {
-            out.push_str(&raw[run..i]);
-            run = i + 1;
-            i += 2;
-        } else {
-            i += 1;
-        }
-    }
-    out.push_str(&raw[run..]);
-    Ok(FieldValue::String(Cow::Owned(out)))
+    Ok(FieldValue::String(Cow::Owned(unescape(raw, |b| {
+        b == b'"' || b == b'\\'
+    }))))
 }
 
 fn parse_u64(s: &str) -> Option<u64> {
