@@ -182,6 +182,27 @@ impl TableBatchBuilder {
         self.by_name.get(name).copied()
     }
 
+    /// Whether a row has exactly the keys, kinds and key order of the previous row. The
+    /// previous row was fully validated, so its columns are distinct and of the right kinds:
+    /// a row that matches needs no further checks.
+    fn matches_layout(
+        &self,
+        tags: &[(Cow<'_, str>, Cow<'_, str>)],
+        fields: &[(Cow<'_, str>, FieldValue<'_>)],
+    ) -> bool {
+        if self.hint.len() != tags.len() + fields.len() {
+            return false;
+        }
+        let (tag_hint, field_hint) = self.hint.split_at(tags.len());
+        tags.iter().zip(tag_hint).all(|((k, _), &i)| {
+            let c = &self.columns[i];
+            c.kind == ColumnKind::Tag && *c.name == **k
+        }) && fields.iter().zip(field_hint).all(|((k, v), &i)| {
+            let c = &self.columns[i];
+            c.kind == ColumnKind::Field(v.field_type()) && *c.name == **k
+        })
+    }
+
     fn add_column(&mut self, name: &str, kind: ColumnKind) -> usize {
         let rows = self.rows();
         let mut data = ColumnData::new(kind, rows.max(1024));
@@ -240,7 +261,8 @@ pub struct WriteBatch {
 pub struct WriteBuilder {
     db: Arc<DatabaseSchema>,
     max_columns: usize,
-    partitions: Vec<HashMap<Arc<str>, TableBatchBuilder>>,
+    /// Per partition, the builders of the tables seen (few per request: found by scan).
+    partitions: Vec<Vec<TableBatchBuilder>>,
     /// Catalog snapshots taken on first sight of each table.
     snapshots: HashMap<Arc<str>, Option<Arc<TableSchema>>>,
     /// Columns introduced by this request, per table.
@@ -253,9 +275,7 @@ pub struct WriteBuilder {
 
 impl WriteBuilder {
     pub fn new(db: Arc<DatabaseSchema>, max_columns: usize) -> Self {
-        let partitions = (0..db.partitions().max(1))
-            .map(|_| HashMap::new())
-            .collect();
+        let partitions = (0..db.partitions().max(1)).map(|_| Vec::new()).collect();
         Self {
             db,
             max_columns,
@@ -338,27 +358,6 @@ impl WriteBuilder {
         fields: &[(Cow<'_, str>, FieldValue<'_>)],
         time: i64,
     ) -> Result<(), RowError> {
-        // Shape checks that need no catalog.
-        for (i, (k, _)) in tags.iter().enumerate() {
-            if k == TIME_COLUMN {
-                return Err(RowError::ReservedTime(k.to_string()));
-            }
-            if tags[..i].iter().any(|(o, _)| o == k) {
-                return Err(RowError::DuplicateTag(k.to_string()));
-            }
-        }
-        for (i, (k, _)) in fields.iter().enumerate() {
-            if k == TIME_COLUMN {
-                return Err(RowError::ReservedTime(k.to_string()));
-            }
-            if fields[..i].iter().any(|(o, _)| o == k) {
-                return Err(RowError::DuplicateField(k.to_string()));
-            }
-            if tags.iter().any(|(t, _)| t == k) {
-                return Err(RowError::TagAndField(k.to_string()));
-            }
-        }
-
         // Series key order: tags sorted by key (line protocol usually sends them sorted).
         self.order.clear();
         self.order.extend(0..tags.len());
@@ -372,14 +371,23 @@ impl WriteBuilder {
         );
         let partition = (hash % self.partitions.len() as u64) as usize;
 
-        // Resolve every column first (validating new ones), then append: a rejected row
-        // must leave the builders untouched.
-        let mut builder = match self.partitions[partition].remove(measurement) {
-            Some(b) => b,
+        let builders = &mut self.partitions[partition];
+        let mut builder = match builders.iter().position(|b| &*b.table == measurement) {
+            Some(i) => builders.swap_remove(i),
             None => TableBatchBuilder::new(Arc::from(measurement)),
         };
-        let result = self.resolve_and_append(&mut builder, tags, fields, time);
-        self.partitions[partition].insert(Arc::clone(&builder.table), builder);
+        let result = if builder.matches_layout(tags, fields) {
+            // Same keys, kinds and order as the previous (validated) row of this table:
+            // nothing new to check.
+            self.slots.clear();
+            self.slots.extend(builder.hint.iter().map(|&i| Some(i)));
+            append(&mut builder, tags, fields, &self.slots, time);
+            Ok(())
+        } else {
+            check_shape(tags, fields)
+                .and_then(|()| self.resolve_and_append(&mut builder, tags, fields, time))
+        };
+        self.partitions[partition].push(builder);
         if result.is_ok() {
             self.rows += 1;
         }
@@ -469,10 +477,11 @@ impl WriteBuilder {
                 continue;
             }
             let mut out = Vec::with_capacity(tables.len());
-            for (name, builder) in tables {
+            for builder in tables {
                 if builder.rows() == 0 {
                     continue;
                 }
+                let name = Arc::clone(&builder.table);
                 out.push((name, builder.finish()?));
             }
             out.sort_by(|a, b| a.0.cmp(&b.0));
@@ -490,6 +499,33 @@ impl WriteBuilder {
             rows: self.rows,
         })
     }
+}
+
+/// Checks that need no catalog: no duplicate keys, no key both tag and field, no `time`.
+fn check_shape(
+    tags: &[(Cow<'_, str>, Cow<'_, str>)],
+    fields: &[(Cow<'_, str>, FieldValue<'_>)],
+) -> Result<(), RowError> {
+    for (i, (k, _)) in tags.iter().enumerate() {
+        if k == TIME_COLUMN {
+            return Err(RowError::ReservedTime(k.to_string()));
+        }
+        if tags[..i].iter().any(|(o, _)| o == k) {
+            return Err(RowError::DuplicateTag(k.to_string()));
+        }
+    }
+    for (i, (k, _)) in fields.iter().enumerate() {
+        if k == TIME_COLUMN {
+            return Err(RowError::ReservedTime(k.to_string()));
+        }
+        if fields[..i].iter().any(|(o, _)| o == k) {
+            return Err(RowError::DuplicateField(k.to_string()));
+        }
+        if tags.iter().any(|(t, _)| t == k) {
+            return Err(RowError::TagAndField(k.to_string()));
+        }
+    }
+    Ok(())
 }
 
 /// Appends a row whose columns [`WriteBuilder::resolve`] checked.
@@ -614,6 +650,63 @@ mod tests {
         assert_eq!(rb.num_rows(), 1);
         assert_eq!(rb.num_columns(), 2, "v and time only: {:?}", rb.schema());
         assert_eq!(batch.new_columns[0].1.len(), 1, "only v is new");
+    }
+
+    #[test]
+    fn shape_errors_are_caught_after_rows_that_took_the_fast_path() {
+        let db = Arc::new(DatabaseSchema::new("db", 1));
+        let mut w = WriteBuilder::new(db, 100);
+        let ok = |w: &mut WriteBuilder| {
+            w.push_row(
+                "m",
+                &[(s("t"), s("a"))],
+                &[(s("v"), FieldValue::Float(1.0))],
+                1,
+            )
+        };
+        ok(&mut w).unwrap();
+        ok(&mut w).unwrap();
+        assert!(matches!(
+            w.push_row(
+                "m",
+                &[(s("t"), s("a")), (s("t"), s("b"))],
+                &[(s("v"), FieldValue::Float(1.0))],
+                1
+            ),
+            Err(RowError::DuplicateTag(_))
+        ));
+        assert!(matches!(
+            w.push_row(
+                "m",
+                &[(s("t"), s("a"))],
+                &[
+                    (s("v"), FieldValue::Float(1.0)),
+                    (s("v"), FieldValue::Float(2.0))
+                ],
+                1
+            ),
+            Err(RowError::DuplicateField(_))
+        ));
+        assert!(matches!(
+            w.push_row(
+                "m",
+                &[(s("t"), s("a"))],
+                &[(s("t"), FieldValue::Float(1.0))],
+                1
+            ),
+            Err(RowError::TagAndField(_))
+        ));
+        assert!(matches!(
+            w.push_row(
+                "m",
+                &[(s("t"), s("a"))],
+                &[(s("v"), FieldValue::Integer(1))],
+                1
+            ),
+            Err(RowError::Conflict { .. })
+        ));
+        ok(&mut w).unwrap();
+        assert_eq!(w.finish().unwrap().rows, 3);
     }
 
     #[test]
