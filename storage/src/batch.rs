@@ -17,7 +17,7 @@ use arrow::array::{
 };
 use arrow::datatypes::{Field, Schema};
 use arrow::record_batch::RecordBatch;
-use xxhash_rust::xxh3::Xxh3;
+use xxhash_rust::xxh3::xxh3_64;
 
 use crate::catalog::{ColumnKind, DatabaseSchema, FieldType, TIME_COLUMN, TableSchema, TagKey};
 use crate::error::{Error, Result};
@@ -72,17 +72,28 @@ pub enum RowError {
 /// string prefixed by its length as u32 LE (specified in `storage/FORMAT.md`; it decides
 /// partitions, so it must never change).
 pub fn series_hash(measurement: &str, sorted_tags: &mut dyn Iterator<Item = (&str, &str)>) -> u64 {
-    let mut h = Xxh3::new();
+    let mut key = Vec::new();
+    series_hash_with(&mut key, measurement, sorted_tags)
+}
+
+/// [`series_hash`] reusing `key` as scratch space: the key bytes are laid out once and hashed
+/// in one call (far cheaper than streaming 21 small updates; the digest is the same).
+fn series_hash_with(
+    key: &mut Vec<u8>,
+    measurement: &str,
+    sorted_tags: &mut dyn Iterator<Item = (&str, &str)>,
+) -> u64 {
+    key.clear();
     let mut put = |s: &str| {
-        h.update(&(s.len() as u32).to_le_bytes());
-        h.update(s.as_bytes());
+        key.extend_from_slice(&(s.len() as u32).to_le_bytes());
+        key.extend_from_slice(s.as_bytes());
     };
     put(measurement);
     for (k, v) in sorted_tags {
         put(k);
         put(v);
     }
-    h.digest()
+    xxh3_64(key)
 }
 
 enum ColumnData {
@@ -270,6 +281,8 @@ pub struct WriteBuilder {
     order: Vec<usize>,
     /// Reused per row: the builder column of each key, `None` for a new column.
     slots: Vec<Option<usize>>,
+    /// Reused per row: the series key bytes.
+    key: Vec<u8>,
     rows: usize,
 }
 
@@ -284,6 +297,7 @@ impl WriteBuilder {
             pending: HashMap::new(),
             order: Vec::new(),
             slots: Vec::new(),
+            key: Vec::new(),
             rows: 0,
         }
     }
@@ -365,7 +379,8 @@ impl WriteBuilder {
             self.order
                 .sort_unstable_by(|&a, &b| tags[a].0.cmp(&tags[b].0));
         }
-        let hash = series_hash(
+        let hash = series_hash_with(
+            &mut self.key,
             measurement,
             &mut self.order.iter().map(|&i| (&*tags[i].0, &*tags[i].1)),
         );
@@ -707,6 +722,19 @@ mod tests {
         ));
         ok(&mut w).unwrap();
         assert_eq!(w.finish().unwrap().rows, 3);
+    }
+
+    #[test]
+    fn series_hash_is_pinned() {
+        // Partitions are persisted by this hash: it must never change.
+        let h = series_hash("cpu", &mut [("host", "a"), ("region", "eu")].into_iter());
+        let mut stream = xxhash_rust::xxh3::Xxh3::new();
+        for part in ["cpu", "host", "a", "region", "eu"] {
+            stream.update(&(part.len() as u32).to_le_bytes());
+            stream.update(part.as_bytes());
+        }
+        assert_eq!(h, stream.digest());
+        assert_eq!(h, 0x175d_db68_041a_e087, "{h:#x}");
     }
 
     #[test]

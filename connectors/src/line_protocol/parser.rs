@@ -86,12 +86,26 @@ enum Token {
     FieldKey,
 }
 
+/// Bytes that stop the scan of a token: delimiters, the escape character, and newline.
+const fn stop_table(eq: bool) -> [bool; 256] {
+    let mut t = [false; 256];
+    t[b',' as usize] = true;
+    t[b' ' as usize] = true;
+    t[b'\\' as usize] = true;
+    t[b'\n' as usize] = true;
+    if eq {
+        t[b'=' as usize] = true;
+    }
+    t
+}
+static STOP_NO_EQ: [bool; 256] = stop_table(false);
+static STOP_EQ: [bool; 256] = stop_table(true);
+
 impl Token {
-    fn ends(self, b: u8) -> bool {
+    fn stops(self) -> &'static [bool; 256] {
         match self {
-            Token::Measurement => b == b',' || b == b' ',
-            Token::TagKey | Token::FieldKey => b == b',' || b == b' ' || b == b'=',
-            Token::TagValue => b == b',' || b == b' ',
+            Token::Measurement | Token::TagValue => &STOP_NO_EQ,
+            Token::TagKey | Token::FieldKey => &STOP_EQ,
         }
     }
 
@@ -312,20 +326,23 @@ fn token<'a>(src: &'a str, pos: &mut usize, kind: Token) -> Result<Cow<'a, str>,
     let b = src.as_bytes();
     let start = *pos;
     let mut escaped = false;
+    let stops = kind.stops();
     while *pos < b.len() {
         let c = b[*pos];
-        if c == b'\\' && *pos + 1 < b.len() && kind.escapable(b[*pos + 1]) {
-            escaped = true;
-            *pos += 2;
+        if !stops[c as usize] {
+            *pos += 1;
             continue;
         }
-        if kind.ends(c) {
-            break;
+        if c == b'\\' {
+            if *pos + 1 < b.len() && kind.escapable(b[*pos + 1]) {
+                escaped = true;
+                *pos += 2;
+            } else {
+                *pos += 1;
+            }
+            continue;
         }
-        if c == b'\n' {
-            break;
-        }
-        *pos += 1;
+        break;
     }
     let raw = &src[start..*pos];
     if let Some(&c) = b.get(*pos)
@@ -466,8 +483,51 @@ fn parse_i64(s: &str) -> Option<i64> {
     }
 }
 
+/// Exact powers of ten representable in an f64.
+const POW10: [f64; 16] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+];
+
+/// Plain `[-]digits[.digits]` with at most 15 significant digits: the mantissa and the power
+/// of ten are both exact f64s, so one division gives the correctly rounded value (Clinger's
+/// fast path). Anything else goes to the standard parser.
+fn parse_simple_decimal(d: &[u8]) -> Option<f64> {
+    let (neg, digits) = match d.first() {
+        Some(b'-') => (true, &d[1..]),
+        _ => (false, d),
+    };
+    if digits.is_empty() || digits.len() > 16 {
+        return None;
+    }
+    let mut mantissa: u64 = 0;
+    let mut frac_digits: Option<usize> = None;
+    let mut count = 0;
+    for &c in digits {
+        match c {
+            b'0'..=b'9' => {
+                mantissa = mantissa * 10 + u64::from(c - b'0');
+                count += 1;
+                if let Some(f) = frac_digits.as_mut() {
+                    *f += 1;
+                }
+            }
+            b'.' if frac_digits.is_none() => frac_digits = Some(0),
+            _ => return None,
+        }
+    }
+    let scale = frac_digits.unwrap_or(0);
+    if count == 0 || count > 15 || scale >= POW10.len() {
+        return None;
+    }
+    let v = mantissa as f64 / POW10[scale];
+    Some(if neg { -v } else { v })
+}
+
 /// Floats as InfluxDB accepts them: decimal or exponent notation, no NaN or infinity.
 fn parse_f64(s: &str) -> Option<f64> {
+    if let Some(v) = parse_simple_decimal(s.as_bytes()) {
+        return Some(v);
+    }
     let d = s.as_bytes();
     let mut digits = 0;
     for &c in d {

@@ -282,6 +282,21 @@ fn field_value() -> impl Strategy<Value = FieldValue<'static>> {
 
 proptest! {
     #[test]
+    fn the_float_fast_path_agrees_with_the_standard_parser(
+        int in 0u64..10_000_000_000, frac in 0u64..1_000_000, frac_len in 0usize..7, neg in any::<bool>()
+    ) {
+        let frac = format!("{frac:06}");
+        let text = if frac_len == 0 {
+            format!("{}{int}", if neg { "-" } else { "" })
+        } else {
+            format!("{}{int}.{}", if neg { "-" } else { "" }, &frac[..frac_len])
+        };
+        let expected: f64 = text.parse().unwrap();
+        let got = one(&format!("m v={text}")).2[0].1.clone();
+        prop_assert_eq!(got, FieldValue::Float(expected), "{}", text);
+    }
+
+    #[test]
     fn encoder_round_trips_through_the_parser(
         lines in proptest::collection::vec(
             (name(),
