@@ -164,14 +164,21 @@ impl<'a> LineParser<'a> {
         let line_number = self.line_number;
         self.tags.clear();
         self.fields.clear();
-        let outcome = parse_line(self.src, &mut self.pos, &mut self.tags, &mut self.fields);
+        // Newlines inside quoted string values: the only ones a line can contain.
+        let mut inner_newlines = 0;
+        let outcome = parse_line(
+            self.src,
+            &mut self.pos,
+            &mut self.tags,
+            &mut self.fields,
+            &mut inner_newlines,
+        );
         // Whatever happened, resume after the end of this line.
         let end = match outcome {
             Ok(_) => self.pos,
             Err(_) => memchr(b'\n', bytes, self.pos).unwrap_or(bytes.len()),
         };
-        let consumed = &bytes[start..end];
-        self.line_number += consumed.iter().filter(|&&b| b == b'\n').count();
+        self.line_number += inner_newlines;
         let text_end = if end > start && bytes[end - 1] == b'\r' {
             end - 1
         } else {
@@ -214,6 +221,7 @@ fn parse_line<'a>(
     pos: &mut usize,
     tags: &mut Vec<(Cow<'a, str>, Cow<'a, str>)>,
     fields: &mut Vec<(Cow<'a, str>, FieldValue<'a>)>,
+    inner_newlines: &mut usize,
 ) -> LineOutcome<'a> {
     let b = src.as_bytes();
     let measurement = token(src, pos, Token::Measurement)?;
@@ -266,7 +274,7 @@ fn parse_line<'a>(
             return Err(format!("field {key:?} has no '=' and value"));
         }
         *pos += 1;
-        let value = field_value(src, pos, &key)?;
+        let value = field_value(src, pos, &key, inner_newlines)?;
         fields.push((key, value));
         match b.get(*pos) {
             Some(b',') => *pos += 1,
@@ -384,10 +392,15 @@ fn unescape(raw: &str, escapable: impl Fn(u8) -> bool) -> String {
     out
 }
 
-fn field_value<'a>(src: &'a str, pos: &mut usize, key: &str) -> Result<FieldValue<'a>, String> {
+fn field_value<'a>(
+    src: &'a str,
+    pos: &mut usize,
+    key: &str,
+    inner_newlines: &mut usize,
+) -> Result<FieldValue<'a>, String> {
     let b = src.as_bytes();
     if b.get(*pos) == Some(&b'"') {
-        return string_value(src, pos, key);
+        return string_value(src, pos, key, inner_newlines);
     }
     let start = *pos;
     while *pos < b.len() && !matches!(b[*pos], b',' | b' ' | b'\n' | b'\r' | b'\t') {
@@ -424,7 +437,12 @@ fn field_value<'a>(src: &'a str, pos: &mut usize, key: &str) -> Result<FieldValu
 }
 
 /// A double-quoted string: `\"` and `\\` are escapes; newlines are allowed inside.
-fn string_value<'a>(src: &'a str, pos: &mut usize, key: &str) -> Result<FieldValue<'a>, String> {
+fn string_value<'a>(
+    src: &'a str,
+    pos: &mut usize,
+    key: &str,
+    inner_newlines: &mut usize,
+) -> Result<FieldValue<'a>, String> {
     let b = src.as_bytes();
     *pos += 1; // opening quote
     let start = *pos;
@@ -437,6 +455,10 @@ fn string_value<'a>(src: &'a str, pos: &mut usize, key: &str) -> Result<FieldVal
                 *pos += 2;
             }
             Some(b'"') => break,
+            Some(b'\n') => {
+                *inner_newlines += 1;
+                *pos += 1;
+            }
             Some(_) => *pos += 1,
         }
     }

@@ -130,6 +130,13 @@ fn newline_inside_a_string_field() {
 }
 
 #[test]
+fn line_numbers_stay_right_after_bad_lines_with_multiline_strings() {
+    let all = parse_all("m s=\"a\nb\" 12ab\nm v=1\nm s=\"never\nclosed\n");
+    let numbers: Vec<(usize, bool)> = all.iter().map(|(n, r)| (*n, r.is_ok())).collect();
+    assert_eq!(numbers, [(1, false), (3, true), (4, false)]);
+}
+
+#[test]
 fn comments_blank_lines_and_crlf() {
     let all = parse_all("# a comment\n\n   \nm v=1 5\r\n# another\r\nm v=2\r\n");
     assert_eq!(all.len(), 2);
