@@ -87,19 +87,16 @@ pub fn parse_into(
     let mut errors = Vec::new();
     let mut rest = body;
     let mut line_offset = 0;
+    let settings = Settings {
+        precision,
+        default_time,
+        limits,
+    };
     // Parse the longest valid UTF-8 prefix; report the line holding a bad byte; go on.
     while !rest.is_empty() {
         match std::str::from_utf8(rest) {
             Ok(text) => {
-                parse_str(
-                    text,
-                    line_offset,
-                    precision,
-                    default_time,
-                    limits,
-                    builder,
-                    &mut errors,
-                );
+                parse_str(text, line_offset, &settings, builder, &mut errors);
                 break;
             }
             Err(e) => {
@@ -115,15 +112,7 @@ pub fn parse_into(
                 // Everything before the bad line is valid UTF-8.
                 let head = std::str::from_utf8(&rest[..line_begin]).unwrap_or_default();
                 let lines_in_head = head.bytes().filter(|&b| b == b'\n').count();
-                parse_str(
-                    head,
-                    line_offset,
-                    precision,
-                    default_time,
-                    limits,
-                    builder,
-                    &mut errors,
-                );
+                parse_str(head, line_offset, &settings, builder, &mut errors);
                 errors.push(LineError::new(
                     line_offset + lines_in_head + 1,
                     &String::from_utf8_lossy(&rest[line_begin..line_end]),
@@ -140,16 +129,26 @@ pub fn parse_into(
     errors
 }
 
-#[allow(clippy::too_many_arguments)]
-fn parse_str(
-    text: &str,
-    line_offset: usize,
+/// What every line of one request is parsed with.
+#[derive(Clone, Copy)]
+struct Settings {
     precision: Precision,
     default_time: i64,
     limits: LineLimits,
+}
+
+fn parse_str(
+    text: &str,
+    line_offset: usize,
+    settings: &Settings,
     builder: &mut WriteBuilder,
     errors: &mut Vec<LineError>,
 ) {
+    let Settings {
+        precision,
+        default_time,
+        limits,
+    } = *settings;
     let scale = precision.nanos();
     let mut parser = LineParser::new(text);
     while let Some(parsed) = parser.next() {
