@@ -9,6 +9,19 @@ use std::process::{Command, Stdio};
 
 use common::{BIN, Server};
 
+/// Runs `tidemark` with `input` on its standard input.
+fn write_stdin(args: &[&str], input: &[u8]) -> std::process::Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
 #[test]
 fn write_a_file_and_stdin_then_query_in_each_format() {
     let tmp = tempfile::tempdir().unwrap();
@@ -38,8 +51,8 @@ fn write_a_file_and_stdin_then_query_in_each_format() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let mut child = Command::new(BIN)
-        .args([
+    let out = write_stdin(
+        &[
             "write",
             "--host",
             &s.base,
@@ -48,18 +61,14 @@ fn write_a_file_and_stdin_then_query_in_each_format() {
             "--precision",
             "s",
             "-",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"mem,host=z free=1i 5\n")
-        .unwrap();
-    assert!(child.wait().unwrap().success());
+        ],
+        b"mem,host=z free=1i 5\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let q = |fmt: &str, sql: &str| {
         let out = Command::new(BIN)
@@ -96,18 +105,10 @@ fn write_a_file_and_stdin_then_query_in_each_format() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("nope"));
-    let out = Command::new(BIN)
-        .args(["write", "--host", &s.base, "--db", "m", "-"])
-        .stdin(Stdio::piped())
-        .spawn()
-        .and_then(|mut c| {
-            c.stdin
-                .take()
-                .unwrap()
-                .write_all(b"cpu usage=\"str\" 1\n")?;
-            c.wait_with_output()
-        })
-        .unwrap();
+    let out = write_stdin(
+        &["write", "--host", &s.base, "--db", "m", "-"],
+        b"cpu usage=\"str\" 1\n",
+    );
     assert!(!out.status.success());
 }
 

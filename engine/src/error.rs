@@ -14,9 +14,6 @@ pub enum Error {
 
     #[error("cannot create database {name:?}: the node already has the maximum of {max} databases")]
     TooManyDatabases { name: String, max: usize },
-
-    #[error("the node is shutting down")]
-    ShuttingDown,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -49,10 +49,6 @@ impl ApiError {
             NodeError::TooManyDatabases { .. } => ApiError::BadRequest(e.to_string()),
             NodeError::Storage(s) => Self::from_storage(s),
             NodeError::Query(q) => Self::from_query(q),
-            NodeError::ShuttingDown => ApiError::Unavailable {
-                message: e.to_string(),
-                retry_after: 5,
-            },
         }
     }
 

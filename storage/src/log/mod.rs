@@ -43,7 +43,6 @@ struct SegmentInfo {
 #[derive(Debug)]
 struct ActiveSegment {
     file: File,
-    base_offset: u64,
     /// Bytes of the file that hold complete frames.
     len: u64,
     next_offset: u64,
@@ -145,7 +144,6 @@ impl PartitionLog {
                     .map_err(|e| Error::io(&last.path, e))?;
                 ActiveSegment {
                     file,
-                    base_offset: last.base_offset,
                     len: last_valid_len,
                     next_offset,
                     last_indexed_pos: last.index.last().map(|(_, p)| *p),
@@ -163,7 +161,6 @@ impl PartitionLog {
                 });
                 ActiveSegment {
                     file,
-                    base_offset: next_offset,
                     len: segment::SEGMENT_HEADER_LEN as u64,
                     next_offset,
                     last_indexed_pos: None,

@@ -350,7 +350,6 @@ fn maybe_roll(log: &PartitionLog, config: &LogWriterConfig) -> Result<()> {
     let base = active.next_offset;
     let (file, path) = segment::create(&log.dir, base)?;
     active.file = file;
-    active.base_offset = base;
     active.len = segment::SEGMENT_HEADER_LEN as u64;
     active.last_indexed_pos = None;
     active.unsynced = false;
