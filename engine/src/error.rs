@@ -12,6 +12,15 @@ pub enum Error {
     #[error("database {0:?} not found")]
     DatabaseNotFound(String),
 
+    #[error("database {0:?} already exists")]
+    DatabaseExists(String),
+
+    #[error("table {table:?} not found in database {db:?}")]
+    TableNotFound { db: String, table: String },
+
+    #[error("invalid request: {0}")]
+    Invalid(String),
+
     #[error("cannot create database {name:?}: the node already has the maximum of {max} databases")]
     TooManyDatabases { name: String, max: usize },
 }

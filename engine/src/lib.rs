@@ -4,7 +4,9 @@
 //! node's write path (validate -> log -> buffer) and its query entry point.
 
 pub mod error;
+pub mod maintenance;
 pub mod node;
 
 pub use error::{Error, Result};
+pub use maintenance::MaintenanceConfig;
 pub use node::{Durability, Node, NodeConfig, WriteSummary};

@@ -1,9 +1,17 @@
 //! The Node: one process's storage and query wired together.
 //!
-//! Opening a node replays every database's partition logs into the catalog and the write
-//! buffer. A write then flows: validated [`WriteBatch`] -> catalog learns new columns ->
-//! one log record per partition, group-committed by the [`LogWriter`] -> the batches are
-//! applied to the buffer with their log offsets as sequence numbers -> acknowledged.
+//! Opening a node loads the persisted catalog (`<data-dir>/catalog/`), removes Parquet files
+//! no committed operation owns (a crash mid-persist or mid-compaction), then replays each
+//! database's partition logs from where its Parquet files end, applying deletes and drops
+//! that came after the records. A write then flows: validated [`WriteBatch`] -> catalog
+//! learns new columns -> one log record per partition, group-committed by the
+//! [`LogWriter`] -> the batches are applied to the buffer with their log offsets as sequence
+//! numbers -> acknowledged. `maintenance` persists the buffer to Parquet, compacts, applies
+//! retention, deletes and drops.
+//!
+//! A write holds the write gate (shared) from logging until its rows are in the buffer;
+//! operations that must see "every logged row is buffered" (snapshot, delete, drop) take it
+//! exclusively for a moment.
 //!
 //! On disk: `<data-dir>/log/<db>/<partition>/<base_offset>.log`. A database directory is
 //! created complete (all its partition directories) under a temporary name and renamed into
@@ -13,13 +21,21 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use std::time::{Duration, Instant};
+
 use parking_lot::{Mutex, RwLock};
+use tidemark_query::provider::{DedupCache, Storage};
 use tidemark_query::{QueryConfig, QueryEngine, QueryOutput};
 use tidemark_storage::batch::WriteBatch;
 use tidemark_storage::buffer::WriteBuffer;
 use tidemark_storage::catalog::{Catalog, DatabaseSchema, validate_database_name};
+use tidemark_storage::catalog_store::CatalogStore;
+use tidemark_storage::history::CompactionHistory;
 use tidemark_storage::log::{Append, KIND_WRITE_BATCH, LogWriter, LogWriterConfig, PartitionLog};
+use tidemark_storage::manifest::CatalogOp;
 use tidemark_storage::payload;
+
+use crate::maintenance::{self, MaintenanceConfig};
 
 use crate::error::{Error, Result};
 
@@ -47,6 +63,7 @@ pub struct NodeConfig {
     pub max_columns_per_table: usize,
     pub log: LogWriterConfig,
     pub query: QueryConfig,
+    pub maintenance: MaintenanceConfig,
 }
 
 impl NodeConfig {
@@ -60,13 +77,21 @@ impl NodeConfig {
             max_columns_per_table: 500,
             log: LogWriterConfig::default(),
             query: QueryConfig::default(),
+            maintenance: MaintenanceConfig::default(),
         }
     }
 }
 
 #[derive(Debug)]
-struct DatabaseLog {
-    partitions: Vec<Arc<PartitionLog>>,
+pub(crate) struct DatabaseLog {
+    pub(crate) partitions: Vec<Arc<PartitionLog>>,
+}
+
+impl DatabaseLog {
+    /// Per partition, the offset the next record will get.
+    pub(crate) fn next_offsets(&self) -> Vec<u64> {
+        self.partitions.iter().map(|p| p.next_offset()).collect()
+    }
 }
 
 /// What a write did.
@@ -78,13 +103,29 @@ pub struct WriteSummary {
 /// A running node.
 #[derive(Debug)]
 pub struct Node {
-    config: NodeConfig,
-    catalog: Arc<Catalog>,
-    buffer: Arc<WriteBuffer>,
+    pub(crate) config: NodeConfig,
+    pub(crate) catalog: Arc<Catalog>,
+    pub(crate) buffer: Arc<WriteBuffer>,
+    pub(crate) store: Arc<CatalogStore>,
     writer: LogWriter,
-    logs: RwLock<HashMap<Arc<str>, Arc<DatabaseLog>>>,
+    pub(crate) logs: RwLock<HashMap<Arc<str>, Arc<DatabaseLog>>>,
     create_lock: Mutex<()>,
-    query: QueryEngine,
+    pub(crate) query: QueryEngine,
+    /// Shared by writes from logging to buffering; exclusive for snapshot, delete, drop.
+    pub(crate) write_gate: tokio::sync::RwLock<()>,
+    /// Serializes persist, delete and drop (each rewrites what the others read).
+    pub(crate) maintenance_lock: tokio::sync::Mutex<()>,
+    /// Serializes compaction and retention passes.
+    pub(crate) compaction_lock: tokio::sync::Mutex<()>,
+    /// When the oldest unpersisted write was buffered.
+    pub(crate) dirty_since: Mutex<Option<Instant>>,
+    /// Wakes the persister (buffer full, shutdown).
+    pub(crate) persist_wanted: tokio::sync::Notify,
+    /// Signalled after each persist so that writes waiting for room can retry.
+    pub(crate) persisted: tokio::sync::Notify,
+    /// Files no longer in the catalog, deleted once no query can still be reading them.
+    pub(crate) pending_deletes: Mutex<Vec<(Instant, PathBuf)>>,
+    pub(crate) compactions: Arc<CompactionHistory>,
 }
 
 impl Node {
@@ -92,18 +133,24 @@ impl Node {
         self.config.data_dir.join("log")
     }
 
-    /// Opens the node's data directory, replaying every log.
+    /// Opens the node's data directory: loads the catalog, collects orphan files, replays
+    /// every log from where its Parquet files end.
     ///
     /// # Errors
-    /// I/O errors, and corrupt logs (the node refuses to start rather than skip data).
+    /// I/O errors, and corrupt logs or catalog (the node refuses to start rather than skip
+    /// data).
     pub fn open(config: NodeConfig) -> Result<Self> {
         let log_root = config.data_dir.join("log");
         std::fs::create_dir_all(&log_root).map_err(|e| io(&log_root, e))?;
+        let store = Arc::new(CatalogStore::open(&config.data_dir.join("catalog"))?);
+        maintenance::finish_interrupted_drops(&config.data_dir, &store)?;
+        maintenance::collect_orphans(&config.data_dir, &store)?;
         let catalog = Arc::new(Catalog::default());
         let buffer = Arc::new(WriteBuffer::default());
         let mut logs = HashMap::new();
         let started = std::time::Instant::now();
         let mut records = 0u64;
+        let mut skipped = 0u64;
 
         let mut names = Vec::new();
         for entry in std::fs::read_dir(&log_root).map_err(|e| io(&log_root, e))? {
@@ -124,15 +171,60 @@ impl Node {
             validate_database_name(&name)?;
             let dir = log_root.join(&name);
             let partitions = count_partitions(&dir, &name)?;
+            // A database directory made just before a crash has no catalog entry yet.
+            if store.read(|s| !s.databases.contains_key(&name)) {
+                store.commit(CatalogOp::CreateDatabase {
+                    name: name.clone(),
+                    partitions,
+                    retention_ns: None,
+                })?;
+            }
+            let state = store
+                .read(|s| s.databases.get(&name).cloned())
+                .unwrap_or_default();
             let schema = catalog.insert_database(DatabaseSchema::new(&name, partitions));
+            for (table, t) in &state.tables {
+                schema.merge_columns(
+                    table,
+                    &t.columns
+                        .iter()
+                        .map(|(n, k)| (Arc::from(n.as_str()), *k))
+                        .collect::<Vec<_>>(),
+                )?;
+            }
             let mut parts = Vec::with_capacity(partitions as usize);
             for p in 0..partitions {
+                let persisted = state.wal_persisted.get(p as usize).copied().unwrap_or(0);
                 let log = PartitionLog::open(&dir.join(p.to_string()), p, &mut |record| {
                     if record.kind != KIND_WRITE_BATCH {
                         return Ok(());
                     }
+                    if record.offset < persisted {
+                        skipped += 1;
+                        return Ok(());
+                    }
                     records += 1;
                     for (table, batch) in payload::decode(record.payload)? {
+                        let dropped = state
+                            .dropped_tables
+                            .get(&*table)
+                            .and_then(|w| w.get(p as usize))
+                            .is_some_and(|w| record.offset < *w);
+                        if dropped {
+                            continue;
+                        }
+                        let batch = maintenance::apply_tombstones(
+                            &table,
+                            batch,
+                            state.tombstones.iter().filter(|t| {
+                                t.wal_next
+                                    .get(p as usize)
+                                    .is_some_and(|w| record.offset < *w)
+                            }),
+                        )?;
+                        if batch.num_rows() == 0 {
+                            continue;
+                        }
                         schema.merge_arrow_schema(&table, &batch.schema())?;
                         buffer.apply(&name, &table, record.offset, batch);
                     }
@@ -148,26 +240,47 @@ impl Node {
         tracing::info!(
             databases = logs.len(),
             records,
+            skipped_persisted = skipped,
             buffered_bytes = buffer.bytes(),
             elapsed_ms = started.elapsed().as_millis() as u64,
             "replayed the log"
         );
 
         let writer = LogWriter::start(config.log.clone())?;
-        let query = QueryEngine::new(
-            Arc::clone(&catalog),
-            Arc::clone(&buffer),
-            config.query.clone(),
-        )?;
+        let compactions = Arc::new(CompactionHistory::default());
+        let storage = Arc::new(Storage {
+            catalog: Arc::clone(&catalog),
+            buffer: Arc::clone(&buffer),
+            store: Arc::clone(&store),
+            data_dir: config.data_dir.clone(),
+            window_ns: config.maintenance.window_ns(),
+            cache: DedupCache::default(),
+            compactions: Arc::clone(&compactions),
+        });
+        let query = QueryEngine::new(storage, config.query.clone())?;
+        let dirty = (buffer.bytes() > 0).then(Instant::now);
         Ok(Self {
             config,
             catalog,
             buffer,
+            store,
             writer,
             logs: RwLock::new(logs),
             create_lock: Mutex::new(()),
             query,
+            write_gate: tokio::sync::RwLock::new(()),
+            maintenance_lock: tokio::sync::Mutex::new(()),
+            compaction_lock: tokio::sync::Mutex::new(()),
+            dirty_since: Mutex::new(dirty),
+            persist_wanted: tokio::sync::Notify::new(),
+            persisted: tokio::sync::Notify::new(),
+            pending_deletes: Mutex::new(Vec::new()),
+            compactions,
         })
+    }
+
+    pub fn store(&self) -> &Arc<CatalogStore> {
+        &self.store
     }
 
     pub fn config(&self) -> &NodeConfig {
@@ -203,6 +316,28 @@ impl Node {
         if let Some(db) = self.catalog.database(name) {
             return Ok(db);
         }
+        self.create_database_locked(name, None)
+    }
+
+    /// Creates a database with a retention period.
+    ///
+    /// # Errors
+    /// `DatabaseExists`, invalid names, the database limit, I/O errors.
+    pub fn create_database(&self, name: &str, retention_ns: Option<i64>) -> Result<()> {
+        validate_database_name(name)?;
+        let _guard = self.create_lock.lock();
+        if self.catalog.database(name).is_some() {
+            return Err(Error::DatabaseExists(name.to_string()));
+        }
+        self.create_database_locked(name, retention_ns)?;
+        Ok(())
+    }
+
+    fn create_database_locked(
+        &self,
+        name: &str,
+        retention_ns: Option<i64>,
+    ) -> Result<Arc<DatabaseSchema>> {
         if self.catalog.databases().len() >= self.config.max_databases {
             return Err(Error::TooManyDatabases {
                 name: name.to_string(),
@@ -231,6 +366,13 @@ impl Node {
                 &mut |_| Ok(()),
             )?));
         }
+        // The directory exists before the catalog names the database: a crash in between
+        // leaves a directory that the next start adopts.
+        self.store.commit(CatalogOp::CreateDatabase {
+            name: name.to_string(),
+            partitions,
+            retention_ns,
+        })?;
         self.logs
             .write()
             .insert(Arc::from(name), Arc::new(DatabaseLog { partitions: parts }));
@@ -253,14 +395,7 @@ impl Node {
     /// Once the batch is handed to the log writer it is written and applied even if the
     /// future is dropped.
     pub async fn write(&self, db: &str, batch: WriteBatch, durable: bool) -> Result<WriteSummary> {
-        let used = self.buffer.bytes();
-        if used > self.config.buffer_limit_bytes {
-            return Err(tidemark_storage::Error::BufferFull {
-                used,
-                limit: self.config.buffer_limit_bytes,
-            }
-            .into());
-        }
+        self.wait_for_room().await?;
         let schema = self.database(db, false)?;
         for (table, columns) in &batch.new_columns {
             schema.merge_columns(table, columns)?;
@@ -292,6 +427,20 @@ impl Node {
         }
         let durable = durable && self.config.durability == Durability::Sync;
         let db_name: Arc<str> = Arc::from(db);
+        let gate = self.write_gate.read().await;
+        // Appends go to the log in submit order; a drop may have removed the database
+        // while this write waited for the gate.
+        if !Arc::ptr_eq(
+            &log,
+            &self
+                .logs
+                .read()
+                .get(db)
+                .cloned()
+                .ok_or_else(|| Error::DatabaseNotFound(db.to_string()))?,
+        ) {
+            return Err(Error::DatabaseNotFound(db.to_string()));
+        }
         let buffer = Arc::clone(&self.buffer);
         let rows = batch.rows;
         let rx = self.writer.submit(appends, durable)?;
@@ -308,9 +457,12 @@ impl Node {
             }
             Ok::<_, tidemark_storage::Error>(())
         });
-        apply
+        let applied = apply
             .await
-            .map_err(|e| tidemark_storage::Error::Internal(format!("write task failed: {e}")))??;
+            .map_err(|e| tidemark_storage::Error::Internal(format!("write task failed: {e}")));
+        drop(gate);
+        applied??;
+        self.dirty_since.lock().get_or_insert_with(Instant::now);
         Ok(WriteSummary { rows })
     }
 
@@ -327,8 +479,41 @@ impl Node {
         self.writer.poisoned()
     }
 
-    /// Writes and syncs everything queued, then stops the log writer.
-    pub fn shutdown(&self) {
+    /// Waits (bounded) while the buffer is over its limit, asking the persister to make
+    /// room; then answers "buffer full".
+    async fn wait_for_room(&self) -> Result<()> {
+        let limit = self.config.buffer_limit_bytes;
+        let deadline = Instant::now() + self.config.maintenance.full_buffer_wait;
+        loop {
+            let used = self.buffer.bytes();
+            if used <= limit {
+                return Ok(());
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(tidemark_storage::Error::BufferFull { used, limit }.into());
+            }
+            let persisted = self.persisted.notified();
+            self.persist_wanted.notify_one();
+            let _ = tokio::time::timeout(left.min(Duration::from_millis(250)), persisted).await;
+        }
+    }
+
+    /// The log of a database.
+    pub(crate) fn log_of(&self, db: &str) -> Result<Arc<DatabaseLog>> {
+        self.logs
+            .read()
+            .get(db)
+            .cloned()
+            .ok_or_else(|| Error::DatabaseNotFound(db.to_string()))
+    }
+
+    /// Persists the buffer (so a restart replays little), then syncs and stops the log
+    /// writer. A failed persist is logged; the log still holds every acknowledged write.
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.persist_all().await {
+            tracing::error!(error = %e, "persisting at shutdown failed; the log will be replayed");
+        }
         self.writer.shutdown();
     }
 }

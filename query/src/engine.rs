@@ -9,12 +9,10 @@ use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
-use tidemark_storage::buffer::WriteBuffer;
-use tidemark_storage::catalog::Catalog;
 use tokio::sync::Semaphore;
 
 use crate::error::{Error, Result};
-use crate::provider::{CATALOG, DatabaseCatalog, DedupCache, SCHEMA};
+use crate::provider::{CATALOG, DatabaseCatalog, SCHEMA, Storage};
 
 /// Limits applied to every query.
 #[derive(Debug, Clone)]
@@ -48,9 +46,7 @@ pub struct QueryOutput {
 /// Answers SQL over the node's catalog and write buffer.
 #[derive(Debug)]
 pub struct QueryEngine {
-    catalog: Arc<Catalog>,
-    buffer: Arc<WriteBuffer>,
-    cache: Arc<DedupCache>,
+    storage: Arc<Storage>,
     runtime: Arc<RuntimeEnv>,
     permits: Arc<Semaphore>,
     config: QueryConfig,
@@ -59,18 +55,12 @@ pub struct QueryEngine {
 impl QueryEngine {
     /// # Errors
     /// When DataFusion's runtime cannot be built.
-    pub fn new(
-        catalog: Arc<Catalog>,
-        buffer: Arc<WriteBuffer>,
-        config: QueryConfig,
-    ) -> Result<Self> {
+    pub fn new(storage: Arc<Storage>, config: QueryConfig) -> Result<Self> {
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_limit(config.memory_limit, 1.0)
             .build_arc()?;
         Ok(Self {
-            catalog,
-            buffer,
-            cache: Arc::new(DedupCache::default()),
+            storage,
             runtime,
             permits: Arc::new(Semaphore::new(config.max_concurrent.max(1))),
             config,
@@ -79,6 +69,7 @@ impl QueryEngine {
 
     fn session(&self, db: &str) -> Result<SessionContext> {
         let schema = self
+            .storage
             .catalog
             .database(db)
             .ok_or_else(|| Error::DatabaseNotFound(db.to_string()))?;
@@ -90,13 +81,22 @@ impl QueryEngine {
         let ctx = SessionContext::new_with_config_rt(config, Arc::clone(&self.runtime));
         ctx.register_catalog(
             CATALOG,
-            Arc::new(DatabaseCatalog::new(
-                schema,
-                Arc::clone(&self.buffer),
-                Arc::clone(&self.cache),
-            )),
+            Arc::new(DatabaseCatalog::new(schema, Arc::clone(&self.storage))),
         );
         Ok(ctx)
+    }
+
+    pub fn storage(&self) -> &Arc<Storage> {
+        &self.storage
+    }
+
+    /// A session over `db` for the node's own plans (compaction); not limited by the
+    /// query permits.
+    ///
+    /// # Errors
+    /// Unknown database.
+    pub fn internal_session(&self, db: &str) -> Result<SessionContext> {
+        self.session(db)
     }
 
     /// Plans and runs one read-only SQL statement against `db`.

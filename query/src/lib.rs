@@ -1,14 +1,18 @@
 //! tidemark-query: SQL over Tidemark's data with DataFusion.
 //!
 //! `provider` maps a database to DataFusion's catalog and each table to a `TableProvider`
-//! over the write buffer; `dedup` resolves duplicate points last-write-wins; `engine` runs
-//! read-only SQL under limits; `format` encodes results for the front ends.
+//! over the write buffer and the table's Parquet files; `dedup` resolves duplicate points
+//! in the buffer last-write-wins and `merge` does the same across sorted sources while
+//! streaming; `system` exposes the node's state as tables; `engine` runs read-only SQL
+//! under limits; `format` encodes results for the front ends.
 
 pub mod dedup;
 pub mod engine;
 pub mod error;
 pub mod format;
+pub mod merge;
 pub mod provider;
+pub mod system;
 
 pub use engine::{QueryConfig, QueryEngine, QueryOutput};
 pub use error::{Error, Result};

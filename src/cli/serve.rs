@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tidemark_connectors::http::{AppState, HttpConfig, serve};
 use tidemark_connectors::line_protocol::LineLimits;
-use tidemark_engine::{Durability, Node, NodeConfig};
+use tidemark_engine::{Durability, MaintenanceConfig, Node, NodeConfig};
 use tidemark_query::QueryConfig;
 use tidemark_storage::log::LogWriterConfig;
 
@@ -75,6 +75,24 @@ pub struct ServeArgs {
     #[arg(long, env = "TIDEMARK_MAX_CONCURRENT_QUERIES", default_value_t = 16)]
     max_concurrent_queries: usize,
     /// Log output format.
+    /// Length of the time windows Parquet files are cut by, in seconds.
+    #[arg(long, env = "TIDEMARK_WINDOW_SECS", default_value_t = 600)]
+    pub window_secs: u64,
+    /// Persist the buffer to Parquet once it holds this many MiB.
+    #[arg(long, env = "TIDEMARK_SNAPSHOT_MB", default_value_t = 512)]
+    pub snapshot_mb: usize,
+    /// Persist the buffer once its oldest write is this many seconds old.
+    #[arg(long, env = "TIDEMARK_SNAPSHOT_AGE_SECS", default_value_t = 300)]
+    pub snapshot_age_secs: u64,
+    /// How often compaction and retention run, in seconds.
+    #[arg(long, env = "TIDEMARK_COMPACTION_INTERVAL_SECS", default_value_t = 60)]
+    pub compaction_interval_secs: u64,
+    /// Compaction starts a new output file past this many MiB.
+    #[arg(long, env = "TIDEMARK_COMPACTION_TARGET_MB", default_value_t = 256)]
+    pub compaction_target_mb: usize,
+    /// Rows a compaction merges per batch (its memory is about this times the inputs).
+    #[arg(long, env = "TIDEMARK_COMPACTION_BATCH_ROWS", default_value_t = 8192)]
+    pub compaction_batch_rows: usize,
     #[arg(long, env = "TIDEMARK_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
     /// Log filter, e.g. `info` or `tidemark_storage=debug,info`.
@@ -119,6 +137,17 @@ async fn serve_main(args: ServeArgs) -> anyhow::Result<ExitCode> {
         async_flush_interval: Duration::from_millis(args.async_flush_ms.max(1)),
         ..LogWriterConfig::default()
     };
+    config.maintenance = MaintenanceConfig {
+        window: Duration::from_secs(args.window_secs.max(1)),
+        snapshot_bytes: args.snapshot_mb.saturating_mul(1024 * 1024),
+        snapshot_age: Duration::from_secs(args.snapshot_age_secs.max(1)),
+        compaction_interval: Duration::from_secs(args.compaction_interval_secs.max(1)),
+        compaction_target_bytes: args.compaction_target_mb.saturating_mul(1024 * 1024),
+        compaction_batch_rows: args.compaction_batch_rows.max(1),
+        // Replaced files outlive any query that could be reading them.
+        file_gc_delay: Duration::from_secs(args.query_timeout_secs.max(1) + 1),
+        ..MaintenanceConfig::default()
+    };
     config.query = QueryConfig {
         timeout: Duration::from_secs(args.query_timeout_secs.max(1)),
         memory_limit: args.query_memory_mb.saturating_mul(1024 * 1024),
@@ -132,6 +161,8 @@ async fn serve_main(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .context("opening the node")?
         .with_context(|| format!("opening data directory {}", data_dir.display()))?;
     let node = Arc::new(node);
+    let (stop_background, stop_rx) = tokio::sync::watch::channel(false);
+    let background = tokio::spawn(Arc::clone(&node).run_background(stop_rx));
 
     let listener = tokio::net::TcpListener::bind(&args.http_bind)
         .await
@@ -154,8 +185,12 @@ async fn serve_main(args: ServeArgs) -> anyhow::Result<ExitCode> {
     serve(state, listener, shutdown_signal())
         .await
         .context("serving HTTP")?;
-    tracing::info!("HTTP stopped; syncing the log");
-    tokio::task::spawn_blocking(move || node.shutdown()).await?;
+    tracing::info!("HTTP stopped; persisting the buffer and syncing the log");
+    let _ = stop_background.send(true);
+    if let Err(e) = background.await {
+        tracing::error!(error = %e, "background task failed");
+    }
+    node.shutdown().await;
     tracing::info!("shut down cleanly");
     Ok(ExitCode::SUCCESS)
 }

@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef, TimeUnit};
 use parking_lot::RwLock;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
@@ -20,7 +21,8 @@ use crate::error::{Error, Result};
 pub const TIME_COLUMN: &str = "time";
 
 /// Type of a field column, as written in line protocol.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum FieldType {
     Float,
     Integer,
@@ -52,7 +54,8 @@ impl FieldType {
 }
 
 /// What a column is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ColumnKind {
     Tag,
     Field(FieldType),
@@ -207,6 +210,11 @@ impl DatabaseSchema {
         self.tables.read().values().cloned().collect()
     }
 
+    /// Forgets a table.
+    pub fn drop_table(&self, name: &str) {
+        self.tables.write().remove(name);
+    }
+
     /// Adds columns to a table (creating it), failing without change if any of them
     /// already exists with another kind.
     ///
@@ -279,6 +287,11 @@ impl Catalog {
 
     pub fn databases(&self) -> Vec<Arc<DatabaseSchema>> {
         self.databases.read().values().cloned().collect()
+    }
+
+    /// Forgets a database.
+    pub fn remove_database(&self, name: &str) {
+        self.databases.write().remove(name);
     }
 
     /// Registers a database, or returns the one already registered under that name.

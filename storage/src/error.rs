@@ -70,6 +70,26 @@ pub enum Error {
     #[error("write buffer is full ({used} of {limit} bytes); retry later")]
     BufferFull { used: usize, limit: usize },
 
+    #[error(
+        "catalog file {path} is corrupt at {position}: {reason}; the node refuses to start \
+         rather than lose track of files"
+    )]
+    CorruptCatalog {
+        path: PathBuf,
+        position: u64,
+        reason: String,
+    },
+
+    #[error("catalog: {0}")]
+    Catalog(String),
+
+    #[error("parquet error on {path}: {source}")]
+    Parquet {
+        path: PathBuf,
+        #[source]
+        source: parquet::errors::ParquetError,
+    },
+
     #[error("internal error: {0}")]
     Internal(String),
 }

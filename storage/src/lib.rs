@@ -8,8 +8,13 @@
 pub mod batch;
 pub mod buffer;
 pub mod catalog;
+pub mod catalog_store;
 pub mod error;
+pub mod failpoint;
+pub mod history;
 pub mod log;
+pub mod manifest;
+pub mod parquet_file;
 pub mod payload;
 
 pub use error::{Error, Result};

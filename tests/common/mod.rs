@@ -28,6 +28,11 @@ impl Server {
     }
 
     fn start_on(data_dir: PathBuf, extra: Vec<String>) -> Server {
+        Self::start_env(data_dir, extra, &[])
+    }
+
+    /// Starts a server on `data_dir` (kept or fresh) with extra environment variables.
+    pub fn start_env(data_dir: PathBuf, extra: Vec<String>, env: &[(&str, &str)]) -> Server {
         let mut child = Command::new(BIN)
             .arg("serve")
             .arg("--data-dir")
@@ -36,6 +41,7 @@ impl Server {
             .arg("127.0.0.1:0")
             .args(&extra)
             .env("TIDEMARK_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -69,6 +75,32 @@ impl Server {
             data_dir,
             extra,
         }
+    }
+
+    /// Waits up to `timeout` for the process to exit by itself (a failpoint abort).
+    pub fn wait_for_exit(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.child.try_wait().expect("try_wait").is_some() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// Sends a request with any method and an optional JSON body.
+    pub fn request(&self, method: &str, path: &str, json: Option<&str>) -> (u16, String) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut req = client().request(method, self.url(path));
+        if let Some(body) = json {
+            req = req
+                .header("content-type", "application/json")
+                .body(body.to_string());
+        }
+        let resp = req.send().expect("request");
+        let status = resp.status().as_u16();
+        (status, resp.text().unwrap_or_default())
     }
 
     /// Kills the process with SIGKILL (no chance to flush anything) and waits for it.

@@ -23,6 +23,7 @@ pub enum Dialect {
 pub enum ApiError {
     BadRequest(String),
     NotFound(String),
+    Conflict(String),
     PayloadTooLarge(usize),
     UnsupportedEncoding(String),
     /// Line errors of a write, `partial` when the good lines were written.
@@ -46,7 +47,11 @@ impl ApiError {
             NodeError::DatabaseNotFound(db) => {
                 ApiError::NotFound(format!("database {db:?} not found"))
             }
-            NodeError::TooManyDatabases { .. } => ApiError::BadRequest(e.to_string()),
+            NodeError::TooManyDatabases { .. } | NodeError::Invalid(_) => {
+                ApiError::BadRequest(e.to_string())
+            }
+            NodeError::TableNotFound { .. } => ApiError::NotFound(e.to_string()),
+            NodeError::DatabaseExists(_) => ApiError::Conflict(e.to_string()),
             NodeError::Storage(s) => Self::from_storage(s),
             NodeError::Query(q) => Self::from_query(q),
         }
@@ -121,6 +126,7 @@ impl IntoResponse for ApiError {
                 json_response(StatusCode::BAD_REQUEST, json!({ "error": m }))
             }
             ApiError::NotFound(m) => json_response(StatusCode::NOT_FOUND, json!({ "error": m })),
+            ApiError::Conflict(m) => json_response(StatusCode::CONFLICT, json!({ "error": m })),
             ApiError::PayloadTooLarge(limit) => json_response(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 json!({ "error": format!("request body exceeds the limit of {limit} bytes") }),

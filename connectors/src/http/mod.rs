@@ -1,10 +1,11 @@
 //! The HTTP API (axum): line protocol writes in the v1, v2 and v3 shapes, SQL queries,
-//! ping and health.
+//! database and table administration, deletes, ping and health.
 //!
 //! A request body is read here, bounded by `max_request_bytes` both before and after gzip
 //! decoding (413 past it), then handed to `crate::write::write_lp` or the query engine.
 //! Errors become responses in `error` only.
 
+mod admin;
 mod error;
 mod query;
 mod write;
@@ -59,6 +60,17 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/api/v3/query_sql",
             get(query::query_get).post(query::query_post),
         )
+        .route(
+            "/api/v3/configure/database",
+            post(admin::create_database)
+                .get(admin::list_databases)
+                .delete(admin::drop_database),
+        )
+        .route(
+            "/api/v3/configure/table",
+            post(admin::configure_table).delete(admin::drop_table),
+        )
+        .route("/api/v2/delete", post(admin::delete_v2))
         .route("/ping", get(ping).head(ping))
         .route("/health", get(health))
         // Bodies are read and bounded by `read_body`, which also bounds what gzip expands to.

@@ -24,6 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use parking_lot::{Mutex, RwLock};
 
 pub use frame::{MAX_RECORD_BYTES, Record};
+pub use segment::sync_dir;
 pub use writer::{Append, AppendReceiver, LogWriter, LogWriterConfig, Syncer};
 
 use crate::error::{Error, Result};
@@ -197,6 +198,36 @@ impl PartitionLog {
     /// Number of segment files.
     pub fn segment_count(&self) -> usize {
         self.segments.read().len()
+    }
+
+    /// Deletes sealed segments whose records all lie below `offset` (they are persisted
+    /// elsewhere). The active segment is kept even when covered; it goes once it rolls.
+    /// Returns how many segments were removed.
+    ///
+    /// # Errors
+    /// I/O errors deleting a file (the segment list then still names it).
+    pub fn remove_segments_before(&self, offset: u64) -> Result<usize> {
+        let mut segments = self.segments.write();
+        let mut removable = 0;
+        for i in 0..segments.len().saturating_sub(1) {
+            if segments[i + 1].base_offset <= offset {
+                removable = i + 1;
+            } else {
+                break;
+            }
+        }
+        for seg in segments.iter().take(removable) {
+            match std::fs::remove_file(&seg.path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(&seg.path, e)),
+            }
+        }
+        segments.drain(..removable);
+        if removable > 0 {
+            segment::sync_dir(&self.dir)?;
+        }
+        Ok(removable)
     }
 
     /// Reads every record at or after `from` that was written when the call began.
