@@ -27,7 +27,7 @@ impl Server {
         )
     }
 
-    fn start_on(data_dir: PathBuf, extra: Vec<String>) -> Server {
+    pub fn start_on(data_dir: PathBuf, extra: Vec<String>) -> Server {
         Self::start_env(data_dir, extra, &[])
     }
 
