@@ -151,3 +151,51 @@ fn serve_flags_come_from_the_environment_too() {
     );
     assert!(tmp.path().join("envdata/log").is_dir());
 }
+
+#[test]
+fn database_table_and_delete_commands() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(tmp.path(), &[]);
+    let run = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .args(args)
+            .env("TIDEMARK_HOST", &s.base)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (ok, out) = run(&["database", "create", "m", "--retention", "30d"]);
+    assert!(ok, "{out}");
+    let (ok, out) = run(&["database", "create", "m"]);
+    assert!(!ok && out.contains("already exists"), "{out}");
+    let (ok, out) = run(&["database", "list"]);
+    assert!(ok && out.contains("2592000000000000"), "{out}");
+    let now = chrono::Utc::now().timestamp_nanos_opt().unwrap();
+    let lp = format!("cpu,host=a v=1 {now}\ncpu,host=b v=2 {now}\n");
+    assert_eq!(s.write_v3("m", &lp).0, 204);
+    let (ok, out) = run(&["table", "update", "--db", "m", "cpu", "--retention", "1d"]);
+    assert!(ok, "{out}");
+    let (ok, out) = run(&[
+        "delete",
+        "--db",
+        "m",
+        "--start",
+        "1970-01-01T00:00:00Z",
+        "--stop",
+        "2100-01-01T00:00:00Z",
+        "--predicate",
+        "host=\"a\"",
+    ]);
+    assert!(ok, "{out}");
+    assert_eq!(s.count("m", "cpu"), 1);
+    let (ok, out) = run(&["table", "drop", "--db", "m", "cpu"]);
+    assert!(ok, "{out}");
+    let (ok, out) = run(&["database", "drop", "m"]);
+    assert!(ok, "{out}");
+    let (ok, out) = run(&["database", "drop", "m"]);
+    assert!(!ok && out.contains("not found"), "{out}");
+}

@@ -86,7 +86,7 @@ fn crashes_during_persist_and_compaction_lose_nothing_and_leave_no_orphans() {
     ] {
         let tmp = tempfile::tempdir().unwrap();
         let data = tmp.path().join("data");
-        let mut s = Server::start_env(data.clone(), fast(), &[]);
+        let s = Server::start_env(data.clone(), fast(), &[]);
         // Two generations of files in one window (so compaction has work), acknowledged.
         assert_eq!(s.write_v3("db", &lines(20, 10, 1)).0, 204);
         wait_until("first persist", || !catalog_files(&s, "db").is_empty());

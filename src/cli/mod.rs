@@ -1,5 +1,6 @@
 //! Command line: every flag can also be set from a `TIDEMARK_*` environment variable.
 
+mod admin;
 mod query;
 mod serve;
 mod write;
@@ -25,6 +26,14 @@ enum Command {
     Write(write::WriteArgs),
     /// Run a SQL query on a server and print the result.
     Query(query::QueryArgs),
+    /// Create, configure, list and drop databases.
+    #[command(subcommand)]
+    Database(admin::DatabaseCommand),
+    /// Configure and drop tables.
+    #[command(subcommand)]
+    Table(admin::TableCommand),
+    /// Delete rows by time range and tag equalities.
+    Delete(admin::DeleteArgs),
 }
 
 pub fn run() -> std::process::ExitCode {
@@ -33,6 +42,9 @@ pub fn run() -> std::process::ExitCode {
         Command::Serve(args) => serve::run(args),
         Command::Write(args) => write::run(args),
         Command::Query(args) => query::run(args),
+        Command::Database(cmd) => admin::database(cmd),
+        Command::Table(cmd) => admin::table(cmd),
+        Command::Delete(args) => admin::delete(args),
     };
     match result {
         Ok(code) => code,
