@@ -5,10 +5,10 @@
 mod common;
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::Server;
+use common::{Server, table_files};
 
 /// Fast maintenance so tests do not wait: persist after 1 s, compact every second.
 fn fast() -> Vec<String> {
@@ -25,25 +25,6 @@ fn fast() -> Vec<String> {
     .iter()
     .map(|s| s.to_string())
     .collect()
-}
-
-fn parquet_files(data: &Path) -> HashSet<PathBuf> {
-    let mut out = HashSet::new();
-    let mut stack = vec![data.join("tables")];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.insert(p);
-            }
-        }
-    }
-    out
 }
 
 fn catalog_files(s: &Server, db: &str) -> HashSet<PathBuf> {
@@ -105,7 +86,7 @@ fn crashes_during_persist_and_compaction_lose_nothing_and_leave_no_orphans() {
         assert_eq!(s.count("db", "cpu"), 40, "{point}");
         assert_eq!(sum_v(&s), 10 * 5 + 10 + 20 * 2, "{point}");
         // Only committed files remain on disk.
-        assert_eq!(parquet_files(&data), catalog_files(&s, "db"), "{point}");
+        assert_eq!(table_files(&data), catalog_files(&s, "db"), "{point}");
         drop(s);
     }
 }
@@ -149,7 +130,7 @@ fn retention_hides_and_drops_old_windows() {
     assert_eq!(st, 200, "{body}");
     assert_eq!(s.count("db", "cpu"), 0);
     wait_until("expired files deleted", || {
-        parquet_files(&s.data_dir).is_empty() && catalog_files(&s, "db").is_empty()
+        table_files(&s.data_dir).is_empty() && catalog_files(&s, "db").is_empty()
     });
     let listed = s.request("GET", "/api/v3/configure/database", None).1;
     assert!(listed.contains("10000000000"), "{listed}");
@@ -223,7 +204,7 @@ fn drop_table_and_database_remove_data_and_files() {
     let (st, _) = s.query_raw("db", "SELECT * FROM cpu", "json");
     assert_eq!(st, 400, "the table is gone");
     wait_until("the dropped table's files are deleted", || {
-        parquet_files(&s.data_dir).len() == 1
+        table_files(&s.data_dir).len() == 1
     });
     // Re-created by a write, with only the new rows; and it stays that way after a crash.
     assert_eq!(s.write_v3("db", &lines(2, 50, 1)).0, 204);
@@ -235,7 +216,7 @@ fn drop_table_and_database_remove_data_and_files() {
     assert_eq!(st, 200, "{body}");
     let (st, _) = s.query_raw("db", "SELECT 1", "json");
     assert_eq!(st, 404);
-    assert!(parquet_files(&s.data_dir).is_empty());
+    assert!(table_files(&s.data_dir).is_empty());
     let s = s.crash_and_restart();
     let (st, _) = s.query_raw("db", "SELECT 1", "json");
     assert_eq!(st, 404, "a dropped database stays dropped");

@@ -4,6 +4,8 @@
 //! a restart; every answer must equal a reference model of last-write-wins semantics.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -131,25 +133,6 @@ fn file_count(node: &Node) -> usize {
     })
 }
 
-fn parquet_files_on_disk(dir: &std::path::Path) -> usize {
-    let mut n = 0;
-    let mut stack = vec![dir.join("tables")];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|x| x == "parquet") {
-                n += 1;
-            }
-        }
-    }
-    n
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn buffer_files_compaction_and_restart_answer_alike() {
     let tmp = tempfile::tempdir().unwrap();
@@ -193,7 +176,7 @@ async fn buffer_files_compaction_and_restart_answer_alike() {
     check(&node, &model, "after compaction").await;
     node.delete_due_files(true);
     assert_eq!(
-        parquet_files_on_disk(tmp.path()),
+        common::table_files(tmp.path()).len(),
         file_count(&node),
         "replaced files are deleted (before: {before})"
     );

@@ -32,7 +32,7 @@ use tidemark_storage::failpoint;
 use tidemark_storage::history::CompactionRun;
 use tidemark_storage::manifest::{CatalogOp, CatalogState, FileMeta, Tombstone};
 use tidemark_storage::parquet_file::{
-    ParquetSink, file_path, path_component, remove_file_and_empty_dirs, split_by_window,
+    ParquetSink, database_dir, file_path, remove_file_and_empty_dirs, split_by_window,
 };
 
 use crate::error::{Error, Result};
@@ -122,7 +122,7 @@ pub fn finish_interrupted_drops(data_dir: &Path, store: &CatalogStore) -> Result
             store.commit(CatalogOp::DropDatabase { db: db.to_string() })?;
         }
         remove_tree(&entry.path())?;
-        remove_tree(&data_dir.join("tables").join(path_component(db)))?;
+        remove_tree(&data_dir.join(database_dir(db)))?;
         tracing::info!(database = db, "finished an interrupted drop");
     }
     Ok(())
@@ -251,12 +251,7 @@ fn tombstone_done(state: &CatalogState, db: &str, t: &Tombstone) -> bool {
         && d.tables
             .iter()
             .filter(|(name, _)| t.applies_to_table(name))
-            .all(|(_, table)| {
-                table
-                    .files
-                    .values()
-                    .all(|f| f.id >= t.files_before || f.max_time < t.start || f.min_time > t.stop)
-            })
+            .all(|(_, table)| !table.files.values().any(|f| t.hides_rows_of(f)))
 }
 
 impl Node {
@@ -363,19 +358,14 @@ impl Node {
             for (table, _, w, _) in &pieces {
                 let id = s.next_file_id;
                 s.next_file_id += 1;
-                metas.push(FileMeta {
+                metas.push(FileMeta::pending(
                     id,
-                    path: file_path(db, table, *w, id),
-                    window_start: *w,
+                    file_path(db, table, *w, id),
+                    *w,
                     window_ns,
-                    min_time: 0,
-                    max_time: 0,
-                    rows: 0,
-                    bytes: 0,
-                    level: 0,
-                    order: snapshot,
-                    tag_ranges: BTreeMap::new(),
-                });
+                    0,
+                    snapshot,
+                ));
             }
             let paths = metas.iter().map(|m| m.path.clone()).collect();
             Ok((
@@ -450,12 +440,9 @@ impl Node {
                     }
                     for (w, files) in by_window {
                         let tombstoned = files.iter().any(|f| {
-                            d.tombstones.iter().any(|ts| {
-                                ts.applies_to_table(table)
-                                    && f.id < ts.files_before
-                                    && ts.start <= f.max_time
-                                    && ts.stop >= f.min_time
-                            })
+                            d.tombstones
+                                .iter()
+                                .any(|ts| ts.applies_to_table(table) && ts.hides_rows_of(f))
                         });
                         if files.len() > 1 || tombstoned {
                             jobs.push((db.clone(), table.clone(), w, files));
@@ -562,20 +549,18 @@ impl Node {
                 .map(|d| {
                     d.tombstones
                         .iter()
-                        .filter(|t| t.applies_to_table(table))
+                        .filter(|t| {
+                            t.applies_to_table(table) && files.iter().any(|f| t.hides_rows_of(f))
+                        })
                         .cloned()
                         .collect()
                 })
                 .unwrap_or_default()
         });
         run.tombstones_applied = tombstones.len() as u64;
-        let ctx = self.query.internal_session(db)?;
-        let ctx = {
-            let config = ctx
-                .copied_config()
-                .with_batch_size(self.config.maintenance.compaction_batch_rows.max(1));
-            datafusion::prelude::SessionContext::new_with_config_rt(config, ctx.runtime_env())
-        };
+        let ctx = self
+            .query
+            .maintenance_context(self.config.maintenance.compaction_batch_rows);
         let provider = Table::new(
             Arc::from(db),
             Arc::clone(&schema),
@@ -619,19 +604,14 @@ impl Node {
                     let meta = self.store.update(|s| {
                         let id = s.next_file_id;
                         s.next_file_id += 1;
-                        let meta = FileMeta {
+                        let meta = FileMeta::pending(
                             id,
-                            path: file_path(db, table, window, id),
-                            window_start: window,
+                            file_path(db, table, window, id),
+                            window,
                             window_ns,
-                            min_time: 0,
-                            max_time: 0,
-                            rows: 0,
-                            bytes: 0,
                             level,
                             order,
-                            tag_ranges: BTreeMap::new(),
-                        };
+                        );
                         Ok((
                             CatalogOp::Intent {
                                 op_id,
@@ -664,54 +644,13 @@ impl Node {
         run.output_rows = outputs.iter().map(|f| f.rows).sum();
         run.output_bytes = outputs.iter().map(|f| f.bytes).sum();
         let removed: Vec<u64> = files.iter().map(|f| f.id).collect();
-        let db_name = db.to_string();
-        let table_name = table.to_string();
-        let tombstone_ids: Vec<u64> = tombstones.iter().map(|t| t.id).collect();
-        self.store.update(|s| {
-            let op = CatalogOp::ReplaceFiles {
-                op_id: Some(op_id),
-                db: db_name.clone(),
-                table: table_name.clone(),
-                added: outputs.clone(),
-                removed: removed.clone(),
-                tombstones_done: vec![],
-            };
-            // Which of the applied tombstones this commit makes unnecessary.
-            let mut after = s.clone();
-            after.apply(&op)?;
-            let done: Vec<u64> = tombstone_ids
-                .iter()
-                .copied()
-                .filter(|id| {
-                    after.databases.get(&db_name).is_some_and(|d| {
-                        d.tombstones
-                            .iter()
-                            .any(|t| t.id == *id && tombstone_done(&after, &db_name, t))
-                    })
-                })
-                .collect();
-            let CatalogOp::ReplaceFiles {
-                op_id,
-                db,
-                table,
-                added,
-                removed,
-                ..
-            } = op
-            else {
-                return Err(tidemark_storage::Error::Internal("unreachable op".into()));
-            };
-            Ok((
-                CatalogOp::ReplaceFiles {
-                    op_id,
-                    db,
-                    table,
-                    added,
-                    removed,
-                    tombstones_done: done,
-                },
-                (),
-            ))
+        // Tombstones this made unnecessary are retired by `compact_all` afterwards.
+        self.store.commit(CatalogOp::ReplaceFiles {
+            op_id: Some(op_id),
+            db: db.to_string(),
+            table: table.to_string(),
+            added: outputs,
+            removed,
         })?;
         failpoint::hit("compact_after_commit");
         self.delete_later(files.iter().map(|f| f.path.clone()));
@@ -791,7 +730,6 @@ impl Node {
                 table: table.clone(),
                 added: vec![],
                 removed: files.iter().map(|f| f.id).collect(),
-                tombstones_done: vec![],
             })?;
             tracing::info!(database = %db, table = %table, files = files.len(), "dropped windows past retention");
             self.delete_later(files.into_iter().map(|f| f.path));
@@ -954,13 +892,8 @@ impl Node {
         self.catalog.remove_database(db);
         self.buffer.drop_database(db);
         remove_tree(&aside)?;
-        let tables = self
-            .config
-            .data_dir
-            .join("tables")
-            .join(tidemark_storage::parquet_file::path_component(db));
         // Queries still reading these files fail rather than see half a database.
-        remove_tree(&tables)?;
+        remove_tree(&self.config.data_dir.join(database_dir(db)))?;
         tracing::info!(database = db, "dropped database");
         Ok(())
     }

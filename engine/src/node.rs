@@ -403,12 +403,10 @@ impl Node {
         if batch.rows == 0 {
             return Ok(WriteSummary { rows: 0 });
         }
-        let log = self
-            .logs
-            .read()
-            .get(db)
-            .cloned()
-            .ok_or_else(|| Error::DatabaseNotFound(db.to_string()))?;
+        // Held until the rows are buffered; taken before the log is looked up so that a
+        // drop (which holds it exclusively) cannot remove the database under this write.
+        let gate = self.write_gate.read().await;
+        let log = self.log_of(db)?;
         let mut appends = Vec::with_capacity(batch.partitions.len());
         for part in &batch.partitions {
             let target = log.partitions.get(part.partition as usize).ok_or_else(|| {
@@ -427,20 +425,6 @@ impl Node {
         }
         let durable = durable && self.config.durability == Durability::Sync;
         let db_name: Arc<str> = Arc::from(db);
-        let gate = self.write_gate.read().await;
-        // Appends go to the log in submit order; a drop may have removed the database
-        // while this write waited for the gate.
-        if !Arc::ptr_eq(
-            &log,
-            &self
-                .logs
-                .read()
-                .get(db)
-                .cloned()
-                .ok_or_else(|| Error::DatabaseNotFound(db.to_string()))?,
-        ) {
-            return Err(Error::DatabaseNotFound(db.to_string()));
-        }
         let buffer = Arc::clone(&self.buffer);
         let rows = batch.rows;
         let rx = self.writer.submit(appends, durable)?;

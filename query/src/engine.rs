@@ -90,13 +90,11 @@ impl QueryEngine {
         &self.storage
     }
 
-    /// A session over `db` for the node's own plans (compaction); not limited by the
-    /// query permits.
-    ///
-    /// # Errors
-    /// Unknown database.
-    pub fn internal_session(&self, db: &str) -> Result<SessionContext> {
-        self.session(db)
+    /// A context for the node's own plans (compaction): the queries' runtime and memory
+    /// pool, no catalog, not limited by the query permits.
+    pub fn maintenance_context(&self, batch_size: usize) -> SessionContext {
+        let config = SessionConfig::new().with_batch_size(batch_size.max(1));
+        SessionContext::new_with_config_rt(config, Arc::clone(&self.runtime))
     }
 
     /// Plans and runs one read-only SQL statement against `db`.

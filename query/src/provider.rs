@@ -396,25 +396,42 @@ impl Table {
         sorted.sort_by_key(|f| (f.order, f.id));
         let mut inputs = Vec::with_capacity(sorted.len());
         for f in sorted {
-            let scan =
-                self.parquet_scan(state, vec![vec![f]], None, None, Some(ordering.clone()))?;
-            let hidden = tombstones
-                .iter()
-                .filter(|t| f.id < t.files_before && t.start <= f.max_time && t.stop >= f.min_time)
-                .map(tombstone_expr)
-                .reduce(Expr::or);
-            inputs.push(match hidden {
-                None => scan,
-                Some(h) => Arc::new(FilterExec::try_new(
-                    self.physical(state, h.is_not_true())?,
-                    scan,
-                )?) as Arc<dyn ExecutionPlan>,
-            });
+            inputs.push(self.sorted_file_input(state, f, tombstones, None, &ordering)?);
         }
         if inputs.len() == 1 {
             return Ok(inputs.remove(0));
         }
         Ok(Arc::new(DedupMergeExec::try_new(inputs, key_columns)?))
+    }
+
+    /// One file as a sorted merge input: its full rows, minus those `tombstones` hide.
+    fn sorted_file_input(
+        &self,
+        state: &dyn Session,
+        f: &FileMeta,
+        tombstones: &[Tombstone],
+        predicate: Option<Arc<dyn PhysicalExpr>>,
+        ordering: &LexOrdering,
+    ) -> Result<Arc<dyn ExecutionPlan>, DataFusionError> {
+        let scan = self.parquet_scan(
+            state,
+            vec![vec![f]],
+            None,
+            predicate,
+            Some(ordering.clone()),
+        )?;
+        let hidden = tombstones
+            .iter()
+            .filter(|t| t.hides_rows_of(f))
+            .map(tombstone_expr)
+            .reduce(Expr::or);
+        Ok(match hidden {
+            None => scan,
+            Some(h) => Arc::new(FilterExec::try_new(
+                self.physical(state, h.is_not_true())?,
+                scan,
+            )?),
+        })
     }
 
     fn key_columns(&self) -> Vec<usize> {
@@ -634,12 +651,6 @@ impl TableProvider for Table {
             }
         }
 
-        let hides = |f: &FileMeta| -> Vec<&Tombstone> {
-            tombstones
-                .iter()
-                .filter(|t| f.id < t.files_before && t.start <= f.max_time && t.stop >= f.min_time)
-                .collect()
-        };
         let key_columns = self.key_columns();
         let ordering = key_ordering(&self.schema.arrow_schema(), &key_columns)?;
         let key_filter: Option<Expr> = filters
@@ -669,7 +680,9 @@ impl TableProvider for Table {
             let expiring = cutoff.is_some_and(|c| cluster.min < c);
             if cluster.sources.len() == 1 && !expiring {
                 match cluster.sources.pop() {
-                    Some((_, Source::File(f))) if hides(&f).is_empty() => {
+                    Some((_, Source::File(f)))
+                        if !tombstones.iter().any(|t| t.hides_rows_of(&f)) =>
+                    {
                         clean_files.push(f);
                         continue;
                     }
@@ -685,23 +698,13 @@ impl TableProvider for Table {
             let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
             for (_, source) in &cluster.sources {
                 let input = match source {
-                    Source::File(f) => {
-                        let scan = self.parquet_scan(
-                            state,
-                            vec![vec![f]],
-                            None,
-                            key_predicate.clone(),
-                            Some(ordering.clone()),
-                        )?;
-                        match hides(f).into_iter().map(tombstone_expr).reduce(Expr::or) {
-                            None => scan,
-                            Some(hidden) => Arc::new(FilterExec::try_new(
-                                self.physical(state, hidden.is_not_true())?,
-                                scan,
-                            )?)
-                                as Arc<dyn ExecutionPlan>,
-                        }
-                    }
+                    Source::File(f) => self.sorted_file_input(
+                        state,
+                        f,
+                        &tombstones,
+                        key_predicate.clone(),
+                        &ordering,
+                    )?,
                     Source::Buffer(b) => {
                         self.memory_scan(&[chunked(b)], None, Some(ordering.clone()))?
                     }

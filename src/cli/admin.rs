@@ -89,10 +89,13 @@ fn send(
     method: reqwest::Method,
     host: &HostArg,
     path: &str,
+    query: &[(&str, &str)],
     body: Option<Value>,
 ) -> anyhow::Result<String> {
     let url = format!("{}{path}", host.host.trim_end_matches('/'));
-    let mut req = reqwest::blocking::Client::new().request(method, url);
+    let mut req = reqwest::blocking::Client::new()
+        .request(method, url)
+        .query(query);
     if let Some(b) = body {
         req = req
             .header("content-type", "application/json")
@@ -129,7 +132,7 @@ pub fn database(cmd: DatabaseCommand) -> anyhow::Result<ExitCode> {
             if let Some(r) = r {
                 body["retention_period"] = retention(&r);
             }
-            send(Method::POST, &host, path, Some(body))?
+            send(Method::POST, &host, path, &[], Some(body))?
         }
         DatabaseCommand::Update {
             host,
@@ -139,12 +142,12 @@ pub fn database(cmd: DatabaseCommand) -> anyhow::Result<ExitCode> {
             Method::POST,
             &host,
             path,
+            &[],
             Some(json!({ "db": name, "retention_period": retention(&r) })),
         )?,
-        DatabaseCommand::List { host } => send(Method::GET, &host, path, None)?,
+        DatabaseCommand::List { host } => send(Method::GET, &host, path, &[], None)?,
         DatabaseCommand::Drop { host, name } => {
-            let q = serde_urlencode(&[("db", &name)]);
-            send(Method::DELETE, &host, &format!("{path}?{q}"), None)?
+            send(Method::DELETE, &host, path, &[("db", &name)], None)?
         }
     };
     print(&text)
@@ -163,18 +166,21 @@ pub fn table(cmd: TableCommand) -> anyhow::Result<ExitCode> {
             Method::POST,
             &host,
             path,
+            &[],
             Some(json!({ "db": db, "table": name, "retention_period": retention(&r) })),
         )?,
-        TableCommand::Drop { host, db, name } => {
-            let q = serde_urlencode(&[("db", &db), ("table", &name)]);
-            send(Method::DELETE, &host, &format!("{path}?{q}"), None)?
-        }
+        TableCommand::Drop { host, db, name } => send(
+            Method::DELETE,
+            &host,
+            path,
+            &[("db", &db), ("table", &name)],
+            None,
+        )?,
     };
     print(&text)
 }
 
 pub fn delete(args: DeleteArgs) -> anyhow::Result<ExitCode> {
-    let q = serde_urlencode(&[("bucket", &args.db)]);
     let mut body = json!({ "start": args.start, "stop": args.stop });
     if let Some(p) = args.predicate {
         body["predicate"] = Value::String(p);
@@ -182,29 +188,9 @@ pub fn delete(args: DeleteArgs) -> anyhow::Result<ExitCode> {
     send(
         reqwest::Method::POST,
         &args.host,
-        &format!("/api/v2/delete?{q}"),
+        "/api/v2/delete",
+        &[("bucket", &args.db)],
         Some(body),
     )?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// Percent-encodes query parameters.
-fn serde_urlencode(pairs: &[(&str, &String)]) -> String {
-    pairs
-        .iter()
-        .map(|(k, v)| {
-            let enc: String = v
-                .bytes()
-                .map(|b| {
-                    if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-                        (b as char).to_string()
-                    } else {
-                        format!("%{b:02X}")
-                    }
-                })
-                .collect();
-            format!("{k}={enc}")
-        })
-        .collect::<Vec<_>>()
-        .join("&")
 }

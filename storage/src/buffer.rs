@@ -63,10 +63,6 @@ impl TableBuffer {
     pub fn rows(&self) -> usize {
         self.state.read().rows
     }
-
-    pub fn batch_count(&self) -> usize {
-        self.state.read().batches.len()
-    }
 }
 
 #[derive(Debug, Default)]

@@ -40,6 +40,32 @@ pub struct FileMeta {
     pub tag_ranges: BTreeMap<String, (String, String)>,
 }
 
+impl FileMeta {
+    /// A file about to be written: its identity and place; the writer fills in the rest.
+    pub fn pending(
+        id: u64,
+        path: String,
+        window_start: i64,
+        window_ns: i64,
+        level: u32,
+        order: u64,
+    ) -> Self {
+        Self {
+            id,
+            path,
+            window_start,
+            window_ns,
+            min_time: 0,
+            max_time: 0,
+            rows: 0,
+            bytes: 0,
+            level,
+            order,
+            tag_ranges: BTreeMap::new(),
+        }
+    }
+}
+
 /// Equality predicate of a delete: `tag = value`, all of them must hold.
 pub type TagPredicate = Vec<(String, String)>;
 
@@ -62,6 +88,12 @@ pub struct Tombstone {
 impl Tombstone {
     pub fn applies_to_table(&self, table: &str) -> bool {
         self.table.as_deref().is_none_or(|t| t == table)
+    }
+
+    /// Whether the file (of a table the tombstone applies to) predates the delete and
+    /// overlaps its time range, i.e. may hold rows it hides.
+    pub fn hides_rows_of(&self, f: &FileMeta) -> bool {
+        f.id < self.files_before && self.start <= f.max_time && self.stop >= f.min_time
     }
 }
 
@@ -143,14 +175,13 @@ pub enum CatalogOp {
         files: Vec<(String, FileMeta)>,
         wal_persisted: Vec<u64>,
     },
-    /// Files replaced (compaction) or removed (retention), and tombstones now applied.
+    /// Files replaced (compaction) or removed (retention).
     ReplaceFiles {
         op_id: Option<u64>,
         db: String,
         table: String,
         added: Vec<FileMeta>,
         removed: Vec<u64>,
-        tombstones_done: Vec<u64>,
     },
     Delete {
         db: String,
@@ -273,7 +304,6 @@ impl CatalogState {
                 table,
                 added,
                 removed,
-                tombstones_done,
             } => {
                 let d = self.databases.get_mut(db).ok_or_else(|| missing_db(db))?;
                 // A table dropped while its compaction ran must stay dropped.
@@ -287,7 +317,6 @@ impl CatalogState {
                     self.next_file_id = self.next_file_id.max(file.id + 1);
                     t.files.insert(file.id, file.clone());
                 }
-                d.tombstones.retain(|ts| !tombstones_done.contains(&ts.id));
                 if let Some(op_id) = op_id {
                     self.intents.remove(op_id);
                 }
@@ -342,18 +371,13 @@ mod tests {
     use super::*;
 
     fn file(id: u64) -> FileMeta {
+        let path = format!("tables/db/cpu/{id}.parquet");
         FileMeta {
-            id,
-            path: format!("tables/db/cpu/{id}.parquet"),
-            window_start: 0,
-            window_ns: 600_000_000_000,
             min_time: 1,
             max_time: 2,
             rows: 2,
             bytes: 100,
-            level: 0,
-            order: id,
-            tag_ranges: BTreeMap::new(),
+            ..FileMeta::pending(id, path, 0, 600_000_000_000, 0, id)
         }
     }
 
@@ -415,7 +439,6 @@ mod tests {
             table: "cpu".into(),
             added: vec![file(9)],
             removed: vec![4],
-            tombstones_done: vec![],
         })
         .unwrap();
         let files: Vec<u64> = s.databases["db"].tables["cpu"]

@@ -46,9 +46,12 @@ pub fn path_component(name: &str) -> String {
 
 /// Directory of a table's files, relative to the data directory.
 pub fn table_dir(db: &str, table: &str) -> PathBuf {
-    Path::new("tables")
-        .join(path_component(db))
-        .join(path_component(table))
+    database_dir(db).join(path_component(table))
+}
+
+/// Directory of a database's files, relative to the data directory.
+pub fn database_dir(db: &str) -> PathBuf {
+    Path::new("tables").join(path_component(db))
 }
 
 /// Path of a file, relative to the data directory.
@@ -196,10 +199,6 @@ impl ParquetSink {
     /// Bytes written so far plus what is buffered for the open row group.
     pub fn size(&self) -> usize {
         self.writer.bytes_written() + self.writer.in_progress_size()
-    }
-
-    pub fn rows(&self) -> u64 {
-        self.meta.rows
     }
 
     /// Finishes the file and makes it durable (the directory entry too).

@@ -193,8 +193,10 @@ fn parse_time(v: &Value, what: &str) -> Result<i64, ApiError> {
     }
 }
 
-fn json_body(body: &[u8]) -> Result<Value, ApiError> {
-    serde_json::from_slice(body)
+/// Reads a request body (bounded, gzip allowed) as JSON.
+async fn json_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Value, ApiError> {
+    let body = read_body(headers, body, state.config.max_request_bytes).await?;
+    serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("request body is not valid JSON: {e}")))
 }
 
@@ -225,8 +227,7 @@ pub async fn create_database(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let body = read_body(&headers, body, state.config.max_request_bytes).await?;
-    let v = json_body(&body)?;
+    let v = json_body(&state, &headers, body).await?;
     let db = str_field(&v, "db")?;
     let retention = retention_field(&v)?;
     let node = &state.node;
@@ -292,8 +293,7 @@ pub async fn configure_table(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let body = read_body(&headers, body, state.config.max_request_bytes).await?;
-    let v = json_body(&body)?;
+    let v = json_body(&state, &headers, body).await?;
     let db = str_field(&v, "db")?;
     let table = str_field(&v, "table")?;
     let Some(retention) = retention_field(&v)? else {
@@ -337,8 +337,7 @@ pub async fn delete_v2(
     body: Body,
 ) -> Result<Response, ApiError> {
     let db = required(p.bucket.or(p.db), "bucket")?;
-    let body = read_body(&headers, body, state.config.max_request_bytes).await?;
-    let v = json_body(&body)?;
+    let v = json_body(&state, &headers, body).await?;
     let start = parse_time(v.get("start").unwrap_or(&Value::Null), "start")?;
     let stop = parse_time(v.get("stop").unwrap_or(&Value::Null), "stop")?;
     let predicate = match v.get("predicate") {
