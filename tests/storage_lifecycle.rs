@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arrow::util::display::array_value_to_string;
-use tidemark_connectors::line_protocol::tsbs::Rng;
+use tidemark_connectors::tsbs::Rng;
 use tidemark_connectors::write::{WriteOptions, write_lp};
 use tidemark_engine::{MaintenanceConfig, Node, NodeConfig};
 
@@ -232,5 +232,40 @@ async fn the_log_is_truncated_after_persist_and_replay_skips_what_files_hold() {
     let node = Node::open(c).unwrap();
     assert_eq!(node.buffer().bytes(), 0, "nothing persisted is replayed");
     check(&node, &model, "after restart").await;
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_written_during_a_persist_are_persisted_by_age() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut c = config(tmp.path());
+    c.maintenance.snapshot_age = Duration::from_millis(30);
+    c.maintenance.tick = Duration::from_millis(5);
+    let node = Arc::new(Node::open(c).unwrap());
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let background = tokio::spawn(Arc::clone(&node).run_background(stop_rx));
+    let mut rng = Rng::new(11);
+    let mut model = Model::new();
+    // Each round writes while age-triggered persists run, then stops at a random point of
+    // the persist cycle: over the rounds the last write lands inside a persist, and its rows
+    // must still be persisted once they are old enough.
+    for round in 0..8 {
+        let until = std::time::Instant::now() + Duration::from_millis(150 + round * 17);
+        while std::time::Instant::now() < until {
+            write_random(&node, &mut model, &mut rng, 40).await;
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while node.buffer().bytes() > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "round {round}: {} buffered bytes never persisted",
+                node.buffer().bytes()
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    check(&node, &model, "after age-triggered persists").await;
+    stop_tx.send(true).unwrap();
+    background.await.unwrap();
     node.shutdown().await;
 }

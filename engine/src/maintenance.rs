@@ -260,11 +260,19 @@ impl Node {
     /// # Errors
     /// See [`Node::persist_database`].
     pub async fn persist_all(&self) -> Result<()> {
+        // Taken before the snapshots: a write landing while this runs sets a new mark of
+        // its own, so its rows are aged from then instead of waiting for the next write.
+        let mark = self.dirty_since.lock().take();
         let dbs: Vec<String> = self.logs.read().keys().map(|k| k.to_string()).collect();
         for db in dbs {
-            self.persist_database(&db).await?;
+            if let Err(e) = self.persist_database(&db).await {
+                if let Some(mark) = mark {
+                    let mut dirty = self.dirty_since.lock();
+                    *dirty = Some(dirty.map_or(mark, |d| d.min(mark)));
+                }
+                return Err(e);
+            }
         }
-        *self.dirty_since.lock() = None;
         self.persisted.notify_waiters();
         Ok(())
     }
