@@ -469,6 +469,12 @@ impl Table {
         // Tags are dictionaries and strings plain Utf8 in the table schema; view types
         // would only be cast back.
         options.global.schema_force_view_types = false;
+        // Evaluate the filters while decoding, cheapest first: a selective `hostname = ..`
+        // then skips decoding the other columns of rows it drops. The files have no bloom
+        // filters, so do not look for them.
+        options.global.pushdown_filters = true;
+        options.global.reorder_filters = true;
+        options.global.bloom_filter_on_read = false;
         let mut source = ParquetSource::new(self.schema.arrow_schema())
             .with_table_parquet_options(options)
             .with_parquet_file_reader_factory(Arc::new(CachedParquetFileReaderFactory::new(
