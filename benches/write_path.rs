@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use tidemark_connectors::http::{AppState, HttpConfig};
-use tidemark_connectors::line_protocol::tsbs;
+use tidemark_connectors::tsbs;
 use tidemark_connectors::write::{WriteOptions, write_lp};
 use tidemark_engine::{Node, NodeConfig};
 

@@ -199,3 +199,89 @@ fn database_table_and_delete_commands() {
     let (ok, out) = run(&["database", "drop", "m"]);
     assert!(!ok && out.contains("not found"), "{out}");
 }
+
+#[test]
+fn serve_settings_come_from_a_config_file_below_env_and_flags() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("tidemark.toml");
+    std::fs::write(
+        &config,
+        "# limits for the test\nmax-databases = 1\nwindow_secs = 60\nlog-format = \"json\"\n",
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let second_db = |s: &Server| {
+        assert_eq!(s.write_v3("a", "m v=1 1").0, 204);
+        s.write_v3("b", "m v=1 1").0
+    };
+    let s = Server::start(&tmp.path().join("1"), &["--config", config]);
+    assert_eq!(second_db(&s), 400, "max-databases = 1 from the file");
+    drop(s);
+    let s = Server::start_env(
+        tmp.path().join("2"),
+        vec!["--config".into(), config.into()],
+        &[("TIDEMARK_MAX_DATABASES", "2")],
+    );
+    assert_eq!(second_db(&s), 204, "the environment overrides the file");
+    drop(s);
+    let s = Server::start_env(
+        tmp.path().join("3"),
+        vec![
+            "--config".into(),
+            config.into(),
+            "--max-databases".into(),
+            "2".into(),
+        ],
+        &[("TIDEMARK_MAX_DATABASES", "1")],
+    );
+    assert_eq!(second_db(&s), 204, "the command line overrides both");
+    drop(s);
+
+    for (text, expected) in [
+        ("nope = 1\n", "unknown setting \"nope\""),
+        (
+            "partitions = [1]\n",
+            "partitions must be a string, number or boolean",
+        ),
+        ("partitions = \"many\"\n", "--partitions"),
+        ("partitions = \n", "not valid TOML"),
+    ] {
+        let bad = tmp.path().join("bad.toml");
+        std::fs::write(&bad, text).unwrap();
+        let out = Command::new(BIN)
+            .args(["serve", "--http-bind", "127.0.0.1:0", "--config"])
+            .arg(&bad)
+            .arg("--data-dir")
+            .arg(tmp.path().join("bad"))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{text}");
+        assert!(err.contains(expected), "{text}: {err}");
+    }
+}
+
+#[test]
+fn every_serve_flag_is_documented() {
+    let out = Command::new(BIN)
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    let docs = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/configuration.md"),
+    )
+    .unwrap();
+    let mut flags = 0;
+    for word in help.split_whitespace() {
+        let flag = word.trim_end_matches(',');
+        if flag.starts_with("--") && flag.len() > 2 && flag != "--help" {
+            flags += 1;
+            assert!(
+                docs.contains(&format!("`{flag}`")),
+                "{flag} is not in docs/configuration.md"
+            );
+        }
+    }
+    assert!(flags >= 20, "{help}");
+}

@@ -13,7 +13,8 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use tidemark_connectors::line_protocol::{LineLimits, LineParser, Precision, parse_into, tsbs};
+use tidemark_connectors::line_protocol::{LineLimits, LineParser, Precision, parse_into};
+use tidemark_connectors::tsbs;
 use tidemark_storage::batch::WriteBuilder;
 use tidemark_storage::catalog::DatabaseSchema;
 

@@ -6,4 +6,5 @@
 
 pub mod http;
 pub mod line_protocol;
+pub mod tsbs;
 pub mod write;

@@ -5,6 +5,7 @@
 
 pub mod error;
 pub mod maintenance;
+pub mod metrics;
 pub mod node;
 
 pub use error::{Error, Result};

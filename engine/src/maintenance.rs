@@ -405,6 +405,7 @@ impl Node {
 
         let file_count = written.len();
         let rows: u64 = written.iter().map(|(_, f)| f.rows).sum();
+        let bytes: u64 = written.iter().map(|(_, f)| f.bytes).sum();
         self.store.commit(CatalogOp::Persist {
             op_id,
             db: db.to_string(),
@@ -421,6 +422,12 @@ impl Node {
         for (p, offset) in log.partitions.iter().zip(&upto) {
             segments += p.remove_segments_before(*offset)?;
         }
+        self.metrics.persist_runs.inc();
+        self.metrics.persist_rows.inc_by(rows);
+        self.metrics.persist_bytes.inc_by(bytes);
+        self.metrics
+            .persist_seconds
+            .observe(started.elapsed().as_secs_f64());
         tracing::info!(
             database = db,
             files = file_count,
@@ -528,8 +535,21 @@ impl Node {
             .compact_window_inner(db, table, window, &files, &mut run)
             .await;
         run.duration_ms = started.elapsed().as_millis() as u64;
-        if let Err(e) = &result {
-            run.error = Some(e.to_string());
+        self.metrics.compaction_runs.inc();
+        self.metrics
+            .compaction_seconds
+            .observe(started.elapsed().as_secs_f64());
+        match &result {
+            Ok(()) => {
+                self.metrics.compaction_bytes_read.inc_by(run.input_bytes);
+                self.metrics
+                    .compaction_bytes_written
+                    .inc_by(run.output_bytes);
+            }
+            Err(e) => {
+                self.metrics.compaction_errors.inc();
+                run.error = Some(e.to_string());
+            }
         }
         self.compactions.record(run);
         result

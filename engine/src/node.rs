@@ -31,6 +31,8 @@ use tidemark_storage::buffer::WriteBuffer;
 use tidemark_storage::catalog::{Catalog, DatabaseSchema, validate_database_name};
 use tidemark_storage::catalog_store::CatalogStore;
 use tidemark_storage::history::CompactionHistory;
+
+use crate::metrics::{Metrics, gauge_value};
 use tidemark_storage::log::{Append, KIND_WRITE_BATCH, LogWriter, LogWriterConfig, PartitionLog};
 use tidemark_storage::manifest::CatalogOp;
 use tidemark_storage::payload;
@@ -126,6 +128,7 @@ pub struct Node {
     /// Files no longer in the catalog, deleted once no query can still be reading them.
     pub(crate) pending_deletes: Mutex<Vec<(Instant, PathBuf)>>,
     pub(crate) compactions: Arc<CompactionHistory>,
+    pub(crate) metrics: Metrics,
 }
 
 impl Node {
@@ -246,6 +249,10 @@ impl Node {
             "replayed the log"
         );
 
+        let metrics = Metrics::new(&config.log.metrics);
+        metrics
+            .buffer_limit_bytes
+            .set(gauge_value(config.buffer_limit_bytes));
         let writer = LogWriter::start(config.log.clone())?;
         let compactions = Arc::new(CompactionHistory::default());
         let storage = Arc::new(Storage {
@@ -276,6 +283,7 @@ impl Node {
             persisted: tokio::sync::Notify::new(),
             pending_deletes: Mutex::new(Vec::new()),
             compactions,
+            metrics,
         })
     }
 
@@ -455,7 +463,26 @@ impl Node {
     /// # Errors
     /// See [`QueryEngine::sql`].
     pub async fn query(&self, db: &str, sql: &str) -> Result<QueryOutput> {
-        Ok(self.query.sql(db, sql).await?)
+        let started = Instant::now();
+        let result = self.query.sql(db, sql).await;
+        match &result {
+            Ok(_) => self.metrics.query_done(started.elapsed()),
+            Err(e) => self.metrics.query_error(e.kind()),
+        }
+        Ok(result?)
+    }
+
+    /// The node's metrics, to count what happens outside it (HTTP requests).
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Every metric in the OpenMetrics text format, state gauges read now.
+    pub fn metrics_text(&self) -> String {
+        self.metrics
+            .buffer_bytes
+            .set(gauge_value(self.buffer.bytes()));
+        self.metrics.encode()
     }
 
     /// The reason writes are refused, if the log is poisoned.

@@ -37,4 +37,20 @@ impl From<datafusion::error::DataFusionError> for Error {
     }
 }
 
+impl Error {
+    /// A short fixed name of the error's kind, for metrics labels.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::DatabaseNotFound(_) => "not_found",
+            Error::Sql(_) => "sql",
+            Error::NotAllowed(_) => "not_allowed",
+            Error::Timeout(_) => "timeout",
+            Error::TooManyQueries(_) => "too_many",
+            Error::UnknownFormat(_) => "bad_request",
+            Error::Encode(_) | Error::Arrow(_) => "internal",
+            Error::Storage(_) => "storage",
+        }
+    }
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;

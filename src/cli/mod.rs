@@ -1,6 +1,8 @@
 //! Command line: every flag can also be set from a `TIDEMARK_*` environment variable.
 
 mod admin;
+mod config;
+mod load;
 mod query;
 mod serve;
 mod write;
@@ -34,10 +36,29 @@ enum Command {
     Table(admin::TableCommand),
     /// Delete rows by time range and tag equalities.
     Delete(admin::DeleteArgs),
+    /// Generate TSBS-style load (writes or queries) and report throughput and latency.
+    #[command(subcommand)]
+    Load(load::LoadCommand),
+}
+
+impl Cli {
+    /// The config file `serve` was given, if any.
+    fn config_file(&self) -> Option<std::path::PathBuf> {
+        match &self.command {
+            Command::Serve(args) => args.config.clone(),
+            _ => None,
+        }
+    }
 }
 
 pub fn run() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let cli = match config::parse(std::env::args_os().collect()) {
+        Ok(cli) => cli,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return std::process::ExitCode::from(2);
+        }
+    };
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Write(args) => write::run(args),
@@ -45,6 +66,7 @@ pub fn run() -> std::process::ExitCode {
         Command::Database(cmd) => admin::database(cmd),
         Command::Table(cmd) => admin::table(cmd),
         Command::Delete(args) => admin::delete(args),
+        Command::Load(cmd) => load::run(cmd),
     };
     match result {
         Ok(code) => code,

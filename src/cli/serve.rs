@@ -29,6 +29,10 @@ enum LogFormat {
 
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
+    /// TOML file of settings: keys are these flags' names (like `http-bind = "0.0.0.0:8181"`);
+    /// the command line and TIDEMARK_* variables override it.
+    #[arg(long, env = "TIDEMARK_CONFIG")]
+    pub config: Option<PathBuf>,
     /// Directory holding all data.
     #[arg(long, env = "TIDEMARK_DATA_DIR", default_value = "./tidemark-data")]
     data_dir: PathBuf,
@@ -74,7 +78,6 @@ pub struct ServeArgs {
     /// Queries allowed to run at once (more get 503).
     #[arg(long, env = "TIDEMARK_MAX_CONCURRENT_QUERIES", default_value_t = 16)]
     max_concurrent_queries: usize,
-    /// Log output format.
     /// Length of the time windows Parquet files are cut by, in seconds.
     #[arg(long, env = "TIDEMARK_WINDOW_SECS", default_value_t = 600)]
     pub window_secs: u64,
@@ -93,6 +96,7 @@ pub struct ServeArgs {
     /// Rows a compaction merges per batch (its memory is about this times the inputs).
     #[arg(long, env = "TIDEMARK_COMPACTION_BATCH_ROWS", default_value_t = 8192)]
     pub compaction_batch_rows: usize,
+    /// Log output format.
     #[arg(long, env = "TIDEMARK_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
     /// Log filter, e.g. `info` or `tidemark_storage=debug,info`.

@@ -88,6 +88,20 @@ impl ApiError {
         }
     }
 
+    /// A short fixed name of the error's kind, for metrics labels.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest(_) | ApiError::UnsupportedEncoding(_) => "bad_request",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::Conflict(_) => "conflict",
+            ApiError::PayloadTooLarge(_) => "too_large",
+            ApiError::Lines { .. } => "bad_lines",
+            ApiError::Unavailable { .. } => "unavailable",
+            ApiError::Timeout(_) => "timeout",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+
     pub fn from_write(e: WriteError, dialect: Dialect) -> Self {
         match e {
             WriteError::Rejected(errors) => ApiError::Lines {

@@ -1,5 +1,5 @@
 //! The HTTP API (axum): line protocol writes in the v1, v2 and v3 shapes, SQL queries,
-//! database and table administration, deletes, ping and health.
+//! database and table administration, deletes, ping, health and Prometheus metrics.
 //!
 //! A request body is read here, bounded by `max_request_bytes` both before and after gzip
 //! decoding (413 past it), then handed to `crate::write::write_lp` or the query engine.
@@ -22,6 +22,7 @@ use axum::routing::{get, post};
 use tidemark_engine::Node;
 use tokio::net::TcpListener;
 
+pub use admin::parse_duration;
 pub use error::{ApiError, Dialect};
 
 use crate::line_protocol::LineLimits;
@@ -73,6 +74,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v2/delete", post(admin::delete_v2))
         .route("/ping", get(ping).head(ping))
         .route("/health", get(health))
+        .route("/metrics", get(metrics))
         // Bodies are read and bounded by `read_body`, which also bounds what gzip expands to.
         .layer(DefaultBodyLimit::disable())
         .with_state(state)
@@ -100,6 +102,19 @@ async fn ping() -> Response {
             ("X-Influxdb-Build", "OSS"),
             ("X-Tidemark-Version", env!("CARGO_PKG_VERSION")),
         ],
+    )
+        .into_response()
+}
+
+/// Prometheus scrape endpoint (OpenMetrics text).
+async fn metrics(axum::extract::State(state): axum::extract::State<Arc<AppState>>) -> Response {
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.node.metrics_text(),
     )
         .into_response()
 }

@@ -55,6 +55,19 @@ fn required(value: Option<String>, name: &str) -> Result<String, ApiError> {
     }
 }
 
+/// Counts a write request and how it ended in the node's metrics.
+fn counted(state: &AppState, result: Result<Response, ApiError>) -> Result<Response, ApiError> {
+    let metrics = state.node.metrics();
+    metrics.write_requests.inc();
+    if let Err(e) = &result {
+        metrics.write_error(e.kind());
+        if let ApiError::Lines { errors, .. } = e {
+            metrics.write_rejected_lines.inc_by(errors.len() as u64);
+        }
+    }
+    result
+}
+
 async fn write(
     state: &AppState,
     db: &str,
@@ -64,9 +77,12 @@ async fn write(
     dialect: Dialect,
 ) -> Result<Response, ApiError> {
     let body = read_body(headers, body, state.config.max_request_bytes).await?;
+    let metrics = state.node.metrics();
+    metrics.write_bytes.inc_by(body.len() as u64);
     let outcome = write_lp(&state.node, db, &body, &options)
         .await
         .map_err(|e| ApiError::from_write(e, dialect))?;
+    metrics.write_lines.inc_by(outcome.rows as u64);
     if outcome.errors.is_empty() {
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {
@@ -84,6 +100,16 @@ pub async fn write_v3(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    let result = write_v3_inner(&state, params, headers, body).await;
+    counted(&state, result)
+}
+
+async fn write_v3_inner(
+    state: &AppState,
+    params: V3Params,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
     let db = required(params.db, "db")?;
     let options = WriteOptions {
         precision: precision(params.precision.as_deref())?,
@@ -91,7 +117,7 @@ pub async fn write_v3(
         durable: !params.no_sync.unwrap_or(false),
         limits: state.config.line_limits,
     };
-    write(&state, &db, &headers, body, options, Dialect::V3).await
+    write(state, &db, &headers, body, options, Dialect::V3).await
 }
 
 /// v1 and v2: all lines or none, always durable.
@@ -118,11 +144,21 @@ pub async fn write_v2(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    let result = write_v2_inner(&state, params, headers, body).await;
+    counted(&state, result)
+}
+
+async fn write_v2_inner(
+    state: &AppState,
+    params: V2Params,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
     let bucket = required(params.bucket, "bucket")?;
     // v1-compatible bucket names are "db/retention_policy"; the database is the first part.
     let db = bucket.split('/').next().unwrap_or(&bucket);
     write_all_or_nothing(
-        &state,
+        state,
         db,
         params.precision.as_deref(),
         &headers,
@@ -138,9 +174,19 @@ pub async fn write_v1(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    let result = write_v1_inner(&state, params, headers, body).await;
+    counted(&state, result)
+}
+
+async fn write_v1_inner(
+    state: &AppState,
+    params: V1Params,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
     let db = required(params.db, "db")?;
     write_all_or_nothing(
-        &state,
+        state,
         &db,
         params.precision.as_deref(),
         &headers,

@@ -8,7 +8,6 @@
 
 mod encoder;
 mod parser;
-pub mod tsbs;
 
 pub use encoder::{escape_key, escape_measurement, escape_string_field, write_line};
 pub use parser::{Line, LineParser, ParsedLine, Precision};

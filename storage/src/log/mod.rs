@@ -25,7 +25,7 @@ use parking_lot::{Mutex, RwLock};
 
 pub use frame::{MAX_RECORD_BYTES, Record};
 pub use segment::sync_dir;
-pub use writer::{Append, AppendReceiver, LogWriter, LogWriterConfig, Syncer};
+pub use writer::{Append, AppendReceiver, LogMetrics, LogWriter, LogWriterConfig, Syncer};
 
 use crate::error::{Error, Result};
 

@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use parking_lot::Mutex;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 
 use super::{PartitionLog, SegmentInfo, frame, segment};
 use crate::error::{Error, Result};
@@ -31,6 +33,44 @@ pub struct LogWriterConfig {
     pub async_flush_interval: Duration,
     /// How a file is synced (`File::sync_data` unless a test injects faults).
     pub syncer: Syncer,
+    /// Counters the writer thread updates; the node registers them for `/metrics`.
+    pub metrics: LogMetrics,
+}
+
+/// What the writer thread counts. Clones share the same counters.
+#[derive(Debug, Clone)]
+pub struct LogMetrics {
+    /// Records appended.
+    pub appends: Counter,
+    /// Bytes written to segments.
+    pub bytes: Counter,
+    /// Commit rounds (one write per touched partition, at most one fsync each).
+    pub commit_rounds: Counter,
+    pub fsyncs: Counter,
+    pub fsync_seconds: Histogram,
+}
+
+impl Default for LogMetrics {
+    fn default() -> Self {
+        Self {
+            appends: Counter::default(),
+            bytes: Counter::default(),
+            commit_rounds: Counter::default(),
+            fsyncs: Counter::default(),
+            // 50 µs to about 1.6 s.
+            fsync_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
+        }
+    }
+}
+
+impl LogMetrics {
+    fn fsync(&self, config: &LogWriterConfig, file: &File) -> std::io::Result<()> {
+        let started = Instant::now();
+        let result = (config.syncer)(file);
+        self.fsyncs.inc();
+        self.fsync_seconds.observe(started.elapsed().as_secs_f64());
+        result
+    }
 }
 
 impl Default for LogWriterConfig {
@@ -39,6 +79,7 @@ impl Default for LogWriterConfig {
             segment_bytes: 64 * 1024 * 1024,
             async_flush_interval: Duration::from_millis(1000),
             syncer: Arc::new(|f: &File| f.sync_data()),
+            metrics: LogMetrics::default(),
         }
     }
 }
@@ -272,13 +313,17 @@ fn commit_round(
             let ts = if a.timestamp == 0 { now } else { a.timestamp };
             job_offsets.push(a.log.stage(&mut active, a.kind, ts, &a.payload));
             drop(active);
+            config.metrics.appends.inc();
             touched.insert(&a.log);
         }
         offsets.push(job_offsets);
     }
 
+    config.metrics.commit_rounds.inc();
     for log in &touched.0 {
-        write_staged(log).map_err(|e| format!("write to {}: {e}", log.dir.display()))?;
+        let written =
+            write_staged(log).map_err(|e| format!("write to {}: {e}", log.dir.display()))?;
+        config.metrics.bytes.inc_by(written);
         unsynced.insert(log);
     }
 
@@ -297,10 +342,11 @@ fn commit_round(
     Ok(())
 }
 
-fn write_staged(log: &PartitionLog) -> std::io::Result<()> {
+/// Writes a partition's staged records; returns the bytes written.
+fn write_staged(log: &PartitionLog) -> std::io::Result<u64> {
     let mut active = log.active.lock();
     if active.staged.is_empty() {
-        return Ok(());
+        return Ok(0);
     }
     let staged = std::mem::take(&mut active.staged);
     let result = active.file.write_all(&staged);
@@ -325,14 +371,16 @@ fn write_staged(log: &PartitionLog) -> std::io::Result<()> {
         .store(len, std::sync::atomic::Ordering::Release);
     log.written_next_offset
         .store(next, std::sync::atomic::Ordering::Release);
-    Ok(())
+    Ok(written)
 }
 
 fn sync_all(unsynced: &mut DirtySet, config: &LogWriterConfig) -> std::result::Result<(), String> {
     for log in unsynced.0.drain(..) {
         let mut active = log.active.lock();
         if active.unsynced {
-            (config.syncer)(&active.file)
+            config
+                .metrics
+                .fsync(config, &active.file)
                 .map_err(|e| format!("fdatasync of {}: {e}", log.dir.display()))?;
             active.unsynced = false;
         }
@@ -346,7 +394,10 @@ fn maybe_roll(log: &PartitionLog, config: &LogWriterConfig) -> Result<()> {
     if active.len < config.segment_bytes {
         return Ok(());
     }
-    (config.syncer)(&active.file).map_err(|e| Error::io(&log.dir, e))?;
+    config
+        .metrics
+        .fsync(config, &active.file)
+        .map_err(|e| Error::io(&log.dir, e))?;
     let base = active.next_offset;
     let (file, path) = segment::create(&log.dir, base)?;
     active.file = file;

@@ -1,0 +1,237 @@
+//! The node's Prometheus metrics: one registry holding every counter, gauge and histogram,
+//! encoded in the OpenMetrics text format for `GET /metrics`.
+//!
+//! Label sets are bounded by construction: the only label is an error `kind`, one of the
+//! fixed names callers pass as `&'static str`; no database, table or user-supplied value
+//! ever becomes a label. Gauges that mirror state (buffer size) are set when scraped.
+//! The log writer's counters live in storage ([`LogMetrics`]) and are registered here.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+use tidemark_storage::log::LogMetrics;
+
+/// Label set of error counters: `kind`, from a fixed list.
+pub type KindLabel = Vec<(&'static str, &'static str)>;
+
+fn kind(kind: &'static str) -> KindLabel {
+    vec![("kind", kind)]
+}
+
+/// Every metric the node exports.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    pub write_requests: Counter,
+    pub write_lines: Counter,
+    pub write_rejected_lines: Counter,
+    pub write_bytes: Counter,
+    write_errors: Family<KindLabel, Counter>,
+    pub buffer_bytes: Gauge,
+    pub buffer_limit_bytes: Gauge,
+    pub persist_runs: Counter,
+    pub persist_seconds: Histogram,
+    pub persist_rows: Counter,
+    pub persist_bytes: Counter,
+    pub compaction_runs: Counter,
+    pub compaction_errors: Counter,
+    pub compaction_seconds: Histogram,
+    pub compaction_bytes_read: Counter,
+    pub compaction_bytes_written: Counter,
+    pub queries: Counter,
+    pub query_seconds: Histogram,
+    query_errors: Family<KindLabel, Counter>,
+}
+
+/// 1 ms to about 8 minutes.
+fn seconds_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 20))
+}
+
+impl Metrics {
+    /// Registers every metric, with the log writer's counters given by `log`.
+    pub fn new(log: &LogMetrics) -> Self {
+        let mut registry = Registry::with_prefix("tidemark");
+        let m = Self {
+            write_requests: Counter::default(),
+            write_lines: Counter::default(),
+            write_rejected_lines: Counter::default(),
+            write_bytes: Counter::default(),
+            write_errors: Family::default(),
+            buffer_bytes: Gauge::default(),
+            buffer_limit_bytes: Gauge::default(),
+            persist_runs: Counter::default(),
+            persist_seconds: seconds_histogram(),
+            persist_rows: Counter::default(),
+            persist_bytes: Counter::default(),
+            compaction_runs: Counter::default(),
+            compaction_errors: Counter::default(),
+            compaction_seconds: seconds_histogram(),
+            compaction_bytes_read: Counter::default(),
+            compaction_bytes_written: Counter::default(),
+            queries: Counter::default(),
+            query_seconds: seconds_histogram(),
+            query_errors: Family::default(),
+            registry: Registry::default(),
+        };
+        let r = &mut registry;
+        r.register(
+            "write_requests",
+            "Write requests received",
+            m.write_requests.clone(),
+        );
+        r.register(
+            "write_lines",
+            "Line protocol lines accepted",
+            m.write_lines.clone(),
+        );
+        r.register(
+            "write_rejected_lines",
+            "Line protocol lines rejected",
+            m.write_rejected_lines.clone(),
+        );
+        r.register_with_unit(
+            "write_request",
+            "Write request bodies received, as sent",
+            Unit::Bytes,
+            m.write_bytes.clone(),
+        );
+        r.register(
+            "write_errors",
+            "Write requests refused, by kind",
+            m.write_errors.clone(),
+        );
+        r.register("log_appends", "Log records appended", log.appends.clone());
+        r.register_with_unit(
+            "log_written",
+            "Bytes written to log segments",
+            Unit::Bytes,
+            log.bytes.clone(),
+        );
+        r.register(
+            "log_commit_rounds",
+            "Group-commit rounds of the log writer",
+            log.commit_rounds.clone(),
+        );
+        r.register(
+            "log_fsyncs",
+            "fdatasync calls on log segments",
+            log.fsyncs.clone(),
+        );
+        r.register_with_unit(
+            "log_fsync_duration",
+            "Time one fdatasync of a log segment took",
+            Unit::Seconds,
+            log.fsync_seconds.clone(),
+        );
+        r.register_with_unit(
+            "buffer",
+            "Memory held by the write buffer",
+            Unit::Bytes,
+            m.buffer_bytes.clone(),
+        );
+        r.register_with_unit(
+            "buffer_limit",
+            "Write buffer size past which writes wait",
+            Unit::Bytes,
+            m.buffer_limit_bytes.clone(),
+        );
+        r.register(
+            "persist_runs",
+            "Persists of a database's buffer to Parquet",
+            m.persist_runs.clone(),
+        );
+        r.register_with_unit(
+            "persist_duration",
+            "Time one persist took",
+            Unit::Seconds,
+            m.persist_seconds.clone(),
+        );
+        r.register(
+            "persist_rows",
+            "Rows written by persists",
+            m.persist_rows.clone(),
+        );
+        r.register_with_unit(
+            "persist_written",
+            "Parquet bytes written by persists",
+            Unit::Bytes,
+            m.persist_bytes.clone(),
+        );
+        r.register(
+            "compaction_runs",
+            "Compactions of one table window",
+            m.compaction_runs.clone(),
+        );
+        r.register(
+            "compaction_errors",
+            "Compactions that failed",
+            m.compaction_errors.clone(),
+        );
+        r.register_with_unit(
+            "compaction_duration",
+            "Time one compaction took",
+            Unit::Seconds,
+            m.compaction_seconds.clone(),
+        );
+        r.register_with_unit(
+            "compaction_read",
+            "Parquet bytes compactions replaced",
+            Unit::Bytes,
+            m.compaction_bytes_read.clone(),
+        );
+        r.register_with_unit(
+            "compaction_written",
+            "Parquet bytes compactions wrote",
+            Unit::Bytes,
+            m.compaction_bytes_written.clone(),
+        );
+        r.register("queries", "SQL queries run", m.queries.clone());
+        r.register_with_unit(
+            "query_duration",
+            "Time from receiving a query to its last row",
+            Unit::Seconds,
+            m.query_seconds.clone(),
+        );
+        r.register(
+            "query_errors",
+            "Queries that failed, by kind",
+            m.query_errors.clone(),
+        );
+        Self { registry, ..m }
+    }
+
+    /// Counts a refused write; `kind` is one of a fixed set of names.
+    pub fn write_error(&self, kind: &'static str) {
+        self.write_errors.get_or_create(&self::kind(kind)).inc();
+    }
+
+    /// Counts a failed query; `kind` is one of a fixed set of names.
+    pub fn query_error(&self, kind: &'static str) {
+        self.query_errors.get_or_create(&self::kind(kind)).inc();
+    }
+
+    /// Records a finished query.
+    pub fn query_done(&self, elapsed: Duration) {
+        self.queries.inc();
+        self.query_seconds.observe(elapsed.as_secs_f64());
+    }
+
+    /// The registry in OpenMetrics text.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// Saturating conversion for gauges, which are `i64`.
+pub fn gauge_value(v: usize) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
