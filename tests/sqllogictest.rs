@@ -69,6 +69,13 @@ impl AsyncDB for TidemarkDb {
             }
             return Ok(DBOutput::StatementComplete(outcome.rows as u64));
         }
+        if sql.trim() == "persist" {
+            self.node
+                .persist_all()
+                .await
+                .map_err(|e| SltError(e.to_string()))?;
+            return Ok(DBOutput::StatementComplete(0));
+        }
         let out = self
             .node
             .query("slt", sql)

@@ -8,10 +8,12 @@ use std::time::Duration;
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
-use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
+use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext};
 use tokio::sync::Semaphore;
 
 use crate::error::{Error, Result};
+use crate::functions::DateTrunc;
+use crate::lastpoint;
 use crate::provider::{CATALOG, DatabaseCatalog, SCHEMA, Storage};
 
 /// Limits applied to every query.
@@ -79,6 +81,7 @@ impl QueryEngine {
             .with_target_partitions(self.config.target_partitions.max(1))
             .with_create_default_catalog_and_schema(false);
         let ctx = SessionContext::new_with_config_rt(config, Arc::clone(&self.runtime));
+        ctx.register_udf(DateTrunc::udf());
         ctx.register_catalog(
             CATALOG,
             Arc::new(DatabaseCatalog::new(schema, Arc::clone(&self.storage))),
@@ -126,6 +129,8 @@ impl QueryEngine {
                     Error::Sql(msg)
                 }
             })?;
+            let plan = lastpoint::bound_latest_per_group(&ctx, df.logical_plan().clone()).await?;
+            let df = DataFrame::new(ctx.state(), plan);
             let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
             let batches = df.collect().await?;
             Ok::<_, Error>(QueryOutput { schema, batches })

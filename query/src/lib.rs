@@ -10,6 +10,8 @@ pub mod dedup;
 pub mod engine;
 pub mod error;
 pub mod format;
+pub mod functions;
+pub mod lastpoint;
 pub mod merge;
 pub mod provider;
 pub mod system;
