@@ -36,23 +36,18 @@ def main():
     ap.add_argument("--tidemark-report", help="JSON from `tidemark load queries --report`")
     ap.add_argument("--export", help="Parquet file to export to (default: in the data dir)")
     ap.add_argument("--report", help="write DuckDB's figures as JSON here")
+    ap.add_argument("--reuse-export", action="store_true",
+                    help="query an existing --export file instead of writing it again")
     args = ap.parse_args()
 
     export = args.export or os.path.join(args.data_dir, f"duckdb-export-{args.table}.parquet")
-    with open(args.files) as f:
-        paths = [os.path.join(args.data_dir, p.strip()) for p in f if p.strip()]
-    source = "[" + ", ".join(f"'{p}'" for p in paths) + "]"
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
-    t = time.perf_counter()
-    con.execute(
-        f"COPY (SELECT * REPLACE (make_timestamp(epoch_ns(time) // 1000) AS time) FROM read_parquet({source})) "
-        f"TO '{export}' "
-        "(FORMAT parquet, COMPRESSION zstd)"
-    )
+    if not (args.reuse_export and os.path.exists(export)):
+        export_table(con, args, export)
     rows = con.execute(f"SELECT count(*) FROM read_parquet('{export}')").fetchone()[0]
-    print(f"exported {rows} rows to {export} in {time.perf_counter() - t:.1f} s "
-          f"({os.path.getsize(export) / rows:.1f} bytes/row)", file=sys.stderr)
+    print(f"{export}: {rows} rows, {os.path.getsize(export) / rows:.1f} bytes/row",
+          file=sys.stderr)
     con.execute(f"CREATE VIEW {args.table} AS SELECT * FROM read_parquet('{export}')")
 
     with open(args.queries) as f:
@@ -60,7 +55,7 @@ def main():
     by_kind = {}
     for q in queries:
         t = time.perf_counter()
-        result = con.execute(q["sql"]).to_arrow_table()
+        result = con.sql(q["sql"]).to_arrow_table()
         elapsed = (time.perf_counter() - t) * 1e3
         by_kind.setdefault(q["kind"], []).append((elapsed, result.num_rows))
 
@@ -82,6 +77,20 @@ def main():
     if args.report:
         with open(args.report, "w") as f:
             json.dump(report, f, indent=2)
+
+
+def export_table(con, args, export):
+    """Writes the table's live files into one Parquet file."""
+    with open(args.files) as f:
+        paths = [os.path.join(args.data_dir, p.strip()) for p in f if p.strip()]
+    source = "[" + ", ".join(f"'{p}'" for p in paths) + "]"
+    t = time.perf_counter()
+    con.execute(
+        f"COPY (SELECT * REPLACE (make_timestamp(epoch_ns(time) // 1000) AS time) FROM read_parquet({source})) "
+        f"TO '{export}' "
+        "(FORMAT parquet, COMPRESSION zstd)"
+    )
+    print(f"exported in {time.perf_counter() - t:.1f} s", file=sys.stderr)
 
 
 if __name__ == "__main__":
