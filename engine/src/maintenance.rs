@@ -26,7 +26,8 @@ use arrow::record_batch::RecordBatch;
 use futures::StreamExt;
 use tidemark_query::dedup::dedup;
 use tidemark_query::provider::Table;
-use tidemark_storage::catalog::{ColumnKind, TIME_COLUMN};
+use tidemark_storage::buffer::BufferedBatch;
+use tidemark_storage::catalog::{ColumnKind, TIME_COLUMN, TableSchema};
 use tidemark_storage::catalog_store::CatalogStore;
 use tidemark_storage::failpoint;
 use tidemark_storage::history::CompactionRun;
@@ -87,7 +88,8 @@ impl MaintenanceConfig {
 }
 
 /// Rows of one (table, window) a persist writes: table, its columns, window start, rows.
-type Piece = (Arc<str>, Vec<(Arc<str>, ColumnKind)>, i64, RecordBatch);
+/// One file to write: a table's buffered rows of one window, not yet deduplicated.
+type Piece = (Arc<str>, Arc<TableSchema>, i64, Vec<BufferedBatch>);
 
 fn now_ns() -> i64 {
     chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX)
@@ -324,7 +326,9 @@ impl Node {
             })
         };
 
-        // Deduplicate and cut by window (CPU work, off the async threads).
+        // Cut by window (CPU work, off the async threads). Only batches that straddle a
+        // window boundary are copied; deduplication happens one window at a time while
+        // writing, so a persist holds one window's sorted copy at once, not the snapshot's.
         let mut pieces: Vec<Piece> = Vec::new();
         let mut columns_of: BTreeMap<String, Vec<(String, ColumnKind)>> = BTreeMap::new();
         for (name, _, snap) in &taken {
@@ -333,10 +337,17 @@ impl Node {
             };
             let cutoff = cutoff_of(name);
             let batches = snap.batches.clone();
-            let t = Arc::clone(&table);
             let windows = tokio::task::spawn_blocking(move || {
-                let deduped = dedup(&t, &batches)?;
-                Ok::<_, tidemark_query::Error>(split_by_window(&deduped, window_ns)?)
+                let mut by_window: BTreeMap<i64, Vec<BufferedBatch>> = BTreeMap::new();
+                for b in batches {
+                    for (w, part) in split_by_window(&b.batch, window_ns)? {
+                        by_window.entry(w).or_default().push(BufferedBatch {
+                            seq: b.seq,
+                            batch: part,
+                        });
+                    }
+                }
+                Ok::<_, tidemark_storage::Error>(by_window)
             })
             .await
             .map_err(storage_err)??;
@@ -349,12 +360,12 @@ impl Node {
                     .map(|(n, k)| (n.to_string(), *k))
                     .collect(),
             );
-            for (w, batch) in windows {
+            for (w, batches) in windows {
                 // A window wholly past retention is dropped rather than written.
                 if cutoff.is_some_and(|c| w.saturating_add(window_ns) <= c) {
                     continue;
                 }
-                pieces.push((Arc::clone(name), table.columns().to_vec(), w, batch));
+                pieces.push((Arc::clone(name), Arc::clone(&table), w, batches));
             }
         }
 
@@ -390,14 +401,16 @@ impl Node {
         let data_dir = self.config.data_dir.clone();
         let written = tokio::task::spawn_blocking(move || {
             let mut files = Vec::with_capacity(pieces.len());
-            for ((table, columns, _, batch), meta) in pieces.into_iter().zip(metas) {
-                let kinds: Vec<ColumnKind> = columns.iter().map(|(_, k)| *k).collect();
+            for ((name, table, _, batches), meta) in pieces.into_iter().zip(metas) {
+                let batch = dedup(&table, &batches)?;
+                drop(batches);
+                let kinds: Vec<ColumnKind> = table.columns().iter().map(|(_, k)| *k).collect();
                 let mut sink = ParquetSink::create(&data_dir, batch.schema(), &kinds, meta)?;
                 sink.write(&batch)?;
-                files.push((table.to_string(), sink.finish()?));
+                files.push((name.to_string(), sink.finish()?));
                 failpoint::hit("persist_mid_files");
             }
-            Ok::<_, tidemark_storage::Error>(files)
+            Ok::<_, Error>(files)
         })
         .await
         .map_err(storage_err)??;
