@@ -11,6 +11,7 @@
 #
 # Usage: benches/tsbs.sh            (50M rows, 1,000 hosts, 1 GiB buffer)
 #        ROWS=5000000 HOSTS=100 benches/tsbs.sh
+#        SKIP_QUERIES=1 benches/tsbs.sh    (ingest and storage figures only)
 # Needs: cargo build --release; pip install -r benches/requirements.txt (for DuckDB).
 set -euo pipefail
 
@@ -71,6 +72,10 @@ echo "files per window after compaction (windows, files, max, rows per file):"
 sql "SELECT count(*) AS windows, sum(n) AS files, max(n) AS max_per_window, \
      CAST(avg(r) AS BIGINT) AS rows_per_file FROM (SELECT count(*) AS n, avg(rows) AS r \
      FROM system.files WHERE table_name = 'cpu' GROUP BY window_start)"
+
+if [[ "${SKIP_QUERIES:-}" == 1 ]]; then
+    exit 0
+fi
 
 echo "== TSBS cpu-only queries on Tidemark ($RUNS runs per type)"
 "$BIN" load queries --host "$HOST" --db bench --hosts "$HOSTS" --rows "$ROWS" --runs "$RUNS" \
