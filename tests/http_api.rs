@@ -355,3 +355,86 @@ fn a_full_write_buffer_makes_writes_wait_for_the_persister_and_loses_nothing() {
     let files = s.query("db", "SELECT count(*) AS n FROM system.files");
     assert!(files[0]["n"].as_i64().unwrap() > 0, "{files:?}");
 }
+
+#[test]
+fn every_log_line_of_a_request_carries_its_id() {
+    use std::io::Read;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(common::BIN)
+        .args([
+            "serve",
+            "--http-bind",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+        ])
+        .args([
+            "--log-filter",
+            "tidemark_connectors=debug,warn",
+            "--data-dir",
+        ])
+        .arg(tmp.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    let base = line
+        .trim()
+        .strip_prefix("tidemark listening on ")
+        .unwrap()
+        .to_string();
+    let client = common::client();
+    let resp = client
+        .post(format!("{base}/api/v3/write_lp?db=ids"))
+        .header("x-request-id", "client-chosen-7")
+        .body("m v=1 1\n")
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 204);
+    assert_eq!(resp.headers()["x-request-id"], "client-chosen-7");
+    let resp = client
+        .get(format!(
+            "{base}/api/v3/query_sql?db=ids&q=SELECT+nope+FROM+m"
+        ))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let generated = resp.headers()["x-request-id"].to_str().unwrap().to_string();
+    assert_eq!(generated.len(), 16, "{generated}");
+    let _ = child.kill();
+    let _ = child.wait();
+    let mut logs = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut logs)
+        .unwrap();
+    let lines: Vec<serde_json::Value> = logs
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let of = |id: &str| -> Vec<&serde_json::Value> {
+        lines
+            .iter()
+            .filter(|l| l["span"]["request_id"] == id)
+            .collect()
+    };
+    let write = of("client-chosen-7");
+    assert!(!write.is_empty(), "{logs}");
+    assert_eq!(write[0]["span"]["path"], "/api/v3/write_lp");
+    assert_eq!(
+        write.last().unwrap()["fields"]["message"],
+        "request finished"
+    );
+    let query = of(&generated);
+    assert_eq!(
+        query.last().unwrap()["fields"]["message"],
+        "request refused",
+        "{logs}"
+    );
+    assert_eq!(query.last().unwrap()["fields"]["status"], 400);
+}

@@ -191,3 +191,63 @@ fn the_query_set_runs_over_the_written_data() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn sigterm_during_load_keeps_every_acknowledged_row() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(tmp.path(), &[]);
+    let data_dir = s.data_dir.clone();
+    let report = tmp.path().join("r.json");
+    let mut load = Command::new(BIN)
+        .args([
+            "load", "write", "--db", "t", "--hosts", "200", "--rows", "5000000",
+        ])
+        .args([
+            "--workers",
+            "3",
+            "--batch-size",
+            "2000",
+            "--retries",
+            "1",
+            "--quiet",
+        ])
+        .args(["--host", &s.base, "--report", report.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    // The database exists once the first batch is in.
+    let stored = |s: &Server| match s.query_raw("t", "SELECT count(*) FROM cpu", "csv") {
+        (200, body) => String::from_utf8_lossy(&body)
+            .lines()
+            .nth(1)
+            .unwrap()
+            .parse::<i64>()
+            .unwrap(),
+        _ => 0,
+    };
+    while stored(&s) < 20_000 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the load never got going"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let status = s.terminate();
+    assert!(status.success(), "graceful shutdown: {status}");
+    let load_status = load.wait().unwrap();
+    assert!(!load_status.success(), "the load lost its server");
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let acked = r["rows_sent"].as_i64().unwrap();
+    assert!(acked >= 20_000 && acked < 5_000_000, "{r}");
+
+    let s = Server::start_on(data_dir, vec![]);
+    let stored = s.count("t", "cpu");
+    assert!(stored >= acked, "acknowledged {acked}, stored {stored}");
+    // Only batches in flight when the server stopped can be stored without an answer.
+    assert!(
+        stored <= acked + 3 * 2000,
+        "acknowledged {acked}, stored {stored}"
+    );
+}

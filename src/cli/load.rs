@@ -112,6 +112,9 @@ pub struct WriteArgs {
     /// Attempts of one batch while the server answers 503/429 or cannot be reached.
     #[arg(long, default_value_t = 20)]
     retries: u32,
+    /// Stop once this many batches have failed (0: never stop).
+    #[arg(long, default_value_t = 10)]
+    max_errors: u64,
     /// Write a JSON report here too.
     #[arg(long)]
     report: Option<std::path::PathBuf>,
@@ -258,6 +261,9 @@ fn write(args: WriteArgs) -> anyhow::Result<ExitCode> {
                 let mut body = Vec::new();
                 let mut latencies = Vec::new();
                 loop {
+                    if args.max_errors > 0 && shared.error_count() >= args.max_errors {
+                        break;
+                    }
                     let b = next.fetch_add(1, Ordering::Relaxed);
                     if b >= batches {
                         break;
@@ -321,6 +327,10 @@ fn write(args: WriteArgs) -> anyhow::Result<ExitCode> {
     )?;
     for (kind, n) in &report.errors {
         writeln!(out, "  {n} x {kind}")?;
+    }
+    let failed: u64 = report.errors.values().sum();
+    if args.max_errors > 0 && failed >= args.max_errors {
+        writeln!(out, "gave up after {failed} failed batches (--max-errors)")?;
     }
     writeln!(
         out,

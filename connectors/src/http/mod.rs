@@ -77,6 +77,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(metrics))
         // Bodies are read and bounded by `read_body`, which also bounds what gzip expands to.
         .layer(DefaultBodyLimit::disable())
+        .layer(axum::middleware::from_fn(request_span))
         .with_state(state)
 }
 
@@ -104,6 +105,64 @@ async fn ping() -> Response {
         ],
     )
         .into_response()
+}
+
+/// Per-process prefix of generated request ids, so that ids of two runs differ.
+static REQUEST_ID_PREFIX: std::sync::LazyLock<u32> = std::sync::LazyLock::new(|| {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    nanos ^ std::process::id().rotate_left(16)
+});
+static REQUEST_COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The client's `X-Request-Id` when it is a short printable token, else a new one.
+fn request_id(headers: &HeaderMap) -> String {
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map_or_else(
+            || {
+                let n = REQUEST_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                format!("{:08x}{n:08x}", *REQUEST_ID_PREFIX)
+            },
+            str::to_string,
+        )
+}
+
+/// Runs each request inside a `request` span carrying its id, method and path, so every
+/// log line the request causes names it; logs how it ended and echoes the id back in
+/// `X-Request-Id`.
+async fn request_span(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    use tracing::Instrument;
+    let id = request_id(req.headers());
+    let span = tracing::info_span!(
+        "request",
+        request_id = %id,
+        method = %req.method(),
+        path = %req.uri().path()
+    );
+    let started = std::time::Instant::now();
+    async move {
+        let mut resp = next.run(req).await;
+        let status = resp.status().as_u16();
+        let elapsed_ms = started.elapsed().as_secs_f64() * 1e3;
+        // Successful requests log at debug: under load they are thousands a second.
+        if status >= 500 {
+            tracing::warn!(status, elapsed_ms, "request failed");
+        } else if status >= 400 {
+            tracing::info!(status, elapsed_ms, "request refused");
+        } else {
+            tracing::debug!(status, elapsed_ms, "request finished");
+        }
+        if let Ok(v) = header::HeaderValue::from_str(&id) {
+            resp.headers_mut().insert("x-request-id", v);
+        }
+        resp
+    }
+    .instrument(span)
+    .await
 }
 
 /// Prometheus scrape endpoint (OpenMetrics text).
