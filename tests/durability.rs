@@ -122,6 +122,34 @@ fn sigterm_shuts_down_cleanly_and_restart_keeps_data() {
 }
 
 #[test]
+fn a_second_sigterm_exits_at_once_and_loses_nothing_acknowledged() {
+    let tmp = tempfile::tempdir().unwrap();
+    // One-second windows and rows a second apart: the shutdown persist has thousands of
+    // files to write, so it is still running when the second signal comes.
+    let mut s = Server::start(tmp.path(), &["--window-secs", "1"]);
+    let mut rows = 0;
+    for b in 0..4 {
+        let mut lp = String::new();
+        for i in 0..5_000 {
+            let t = (b * 5_000 + i) as i64 * 1_000_000_000;
+            lp.push_str(&format!("m,h=h{} v={i} {t}\n", i % 7));
+        }
+        assert_eq!(s.write_v3("db", &lp).0, 204);
+        rows += 5_000;
+    }
+    let data_dir = s.data_dir.clone();
+    s.signal_term();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    s.signal_term();
+    let status = s
+        .exit_status(std::time::Duration::from_secs(10))
+        .expect("the second SIGTERM did not end the process");
+    assert_eq!(status.code(), Some(130), "{status}");
+    let s = Server::start(data_dir.parent().unwrap(), &["--window-secs", "1"]);
+    assert_eq!(s.count("db", "m"), rows);
+}
+
+#[test]
 fn no_sync_writes_are_acknowledged_and_readable() {
     let tmp = tempfile::tempdir().unwrap();
     let s = Server::start(tmp.path(), &[]);

@@ -199,7 +199,8 @@ async fn serve_main(args: ServeArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn shutdown_signal() {
+/// Resolves on SIGINT or SIGTERM.
+async fn signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
@@ -221,5 +222,18 @@ async fn shutdown_signal() {
         () = ctrl_c => {},
         () = term => {},
     }
-    tracing::info!("shutdown signal received");
+}
+
+/// Resolves on the first signal, and from then on exits the process at a second one.
+async fn shutdown_signal() {
+    signal().await;
+    tracing::info!("shutdown signal received; a second one exits at once");
+    // Shutdown persists the buffer, which can take a while; an operator who does not want
+    // to wait sends the signal again. Exiting then is as safe as a crash: every
+    // acknowledged write is in the log and is replayed at the next start.
+    tokio::spawn(async {
+        signal().await;
+        tracing::warn!("second shutdown signal: exiting without finishing the shutdown");
+        std::process::exit(130);
+    });
 }

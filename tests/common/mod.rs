@@ -79,14 +79,7 @@ impl Server {
 
     /// Waits up to `timeout` for the process to exit by itself (a failpoint abort).
     pub fn wait_for_exit(&mut self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if self.child.try_wait().expect("try_wait").is_some() {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        false
+        self.exit_status(timeout).is_some()
     }
 
     /// Sends a request with any method and an optional JSON body.
@@ -116,21 +109,33 @@ impl Server {
         Self::start_on(dir, extra)
     }
 
-    /// Sends SIGTERM and waits for a clean exit.
-    pub fn terminate(mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
+    /// Sends SIGTERM without waiting.
+    pub fn signal_term(&self) {
         Command::new("kill")
-            .args(["-TERM", &pid])
+            .args(["-TERM", &self.child.id().to_string()])
             .status()
             .expect("kill -TERM");
-        let deadline = Instant::now() + Duration::from_secs(30);
+    }
+
+    /// The exit status, waiting up to `timeout` for it.
+    pub fn exit_status(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
+                return Some(status);
             }
-            assert!(Instant::now() < deadline, "server ignored SIGTERM");
+            if Instant::now() >= deadline {
+                return None;
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Sends SIGTERM and waits for a clean exit.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        self.signal_term();
+        self.exit_status(Duration::from_secs(30))
+            .expect("server ignored SIGTERM")
     }
 
     pub fn url(&self, path: &str) -> String {
