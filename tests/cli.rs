@@ -112,13 +112,17 @@ fn write_a_file_and_stdin_then_query_in_each_format() {
     assert!(!out.status.success());
 }
 
-#[test]
-fn serve_flags_come_from_the_environment_too() {
+fn serve_help() -> String {
     let out = Command::new(BIN)
         .args(["serve", "--help"])
         .output()
         .unwrap();
-    let help = String::from_utf8_lossy(&out.stdout);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn serve_flags_come_from_the_environment_too() {
+    let help = serve_help();
     for flag in [
         "--data-dir",
         "--http-bind",
@@ -263,11 +267,7 @@ fn serve_settings_come_from_a_config_file_below_env_and_flags() {
 
 #[test]
 fn every_serve_flag_is_documented() {
-    let out = Command::new(BIN)
-        .args(["serve", "--help"])
-        .output()
-        .unwrap();
-    let help = String::from_utf8_lossy(&out.stdout);
+    let help = serve_help();
     let docs = std::fs::read_to_string(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/configuration.md"),
     )

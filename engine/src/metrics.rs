@@ -56,8 +56,8 @@ fn seconds_histogram() -> Histogram {
 impl Metrics {
     /// Registers every metric, with the log writer's counters given by `log`.
     pub fn new(log: &LogMetrics) -> Self {
-        let mut registry = Registry::with_prefix("tidemark");
-        let m = Self {
+        let mut m = Self {
+            registry: Registry::with_prefix("tidemark"),
             write_requests: Counter::default(),
             write_lines: Counter::default(),
             write_rejected_lines: Counter::default(),
@@ -77,9 +77,8 @@ impl Metrics {
             queries: Counter::default(),
             query_seconds: seconds_histogram(),
             query_errors: Family::default(),
-            registry: Registry::default(),
         };
-        let r = &mut registry;
+        let r = &mut m.registry;
         r.register(
             "write_requests",
             "Write requests received",
@@ -194,7 +193,7 @@ impl Metrics {
         r.register("queries", "SQL queries run", m.queries.clone());
         r.register_with_unit(
             "query_duration",
-            "Time from receiving a query to its last row",
+            "Time from planning a query to its collected result",
             Unit::Seconds,
             m.query_seconds.clone(),
         );
@@ -203,7 +202,7 @@ impl Metrics {
             "Queries that failed, by kind",
             m.query_errors.clone(),
         );
-        Self { registry, ..m }
+        m
     }
 
     /// Counts a refused write; `kind` is one of a fixed set of names.

@@ -10,7 +10,7 @@ use std::ffi::OsString;
 use std::path::Path;
 
 use anyhow::{Context, bail};
-use clap::{ArgMatches, Command, CommandFactory, FromArgMatches};
+use clap::{ArgMatches, Command, CommandFactory, FromArgMatches, Parser};
 
 use super::Cli;
 
@@ -18,7 +18,7 @@ use super::Cli;
 pub fn parse(args: Vec<OsString>) -> anyhow::Result<Cli> {
     let mut cmd = Cli::command();
     // A first pass only finds the config file; errors are left to the real parse below.
-    if let Ok(first) = Cli::try_parse_from_args(&args)
+    if let Ok(first) = Cli::try_parse_from(&args)
         && let Some(path) = first.config_file()
     {
         let settings = load(&path, &cmd)?;
@@ -79,10 +79,4 @@ fn load(path: &Path, cmd: &Command) -> anyhow::Result<Vec<(String, String)>> {
         out.push((id, value));
     }
     Ok(out)
-}
-
-impl Cli {
-    fn try_parse_from_args(args: &[OsString]) -> Result<Self, clap::Error> {
-        <Self as clap::Parser>::try_parse_from(args)
-    }
 }

@@ -358,14 +358,15 @@ fn send_batch(
     shared: &Shared,
     latencies: &mut Vec<Duration>,
 ) -> Result<(), String> {
-    let body = if args.gzip {
+    // `Bytes`: a retry sends the same buffer again without copying it.
+    let body = bytes::Bytes::from(if args.gzip {
         let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         enc.write_all(lines)
             .and_then(|()| enc.finish())
             .map_err(|e| format!("gzip: {e}"))?
     } else {
         lines.to_vec()
-    };
+    });
     let mut backoff = Duration::from_millis(50);
     let mut attempt = 0;
     loop {

@@ -100,24 +100,18 @@ pub async fn write_v3(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let result = write_v3_inner(&state, params, headers, body).await;
+    let result = async {
+        let db = required(params.db, "db")?;
+        let options = WriteOptions {
+            precision: precision(params.precision.as_deref())?,
+            accept_partial: params.accept_partial.unwrap_or(true),
+            durable: !params.no_sync.unwrap_or(false),
+            limits: state.config.line_limits,
+        };
+        write(&state, &db, &headers, body, options, Dialect::V3).await
+    }
+    .await;
     counted(&state, result)
-}
-
-async fn write_v3_inner(
-    state: &AppState,
-    params: V3Params,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
-    let db = required(params.db, "db")?;
-    let options = WriteOptions {
-        precision: precision(params.precision.as_deref())?,
-        accept_partial: params.accept_partial.unwrap_or(true),
-        durable: !params.no_sync.unwrap_or(false),
-        limits: state.config.line_limits,
-    };
-    write(state, &db, &headers, body, options, Dialect::V3).await
 }
 
 /// v1 and v2: all lines or none, always durable.
@@ -144,28 +138,22 @@ pub async fn write_v2(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let result = write_v2_inner(&state, params, headers, body).await;
+    let result = async {
+        let bucket = required(params.bucket, "bucket")?;
+        // v1-compatible bucket names are "db/retention_policy"; the database is the first part.
+        let db = bucket.split('/').next().unwrap_or(&bucket);
+        write_all_or_nothing(
+            &state,
+            db,
+            params.precision.as_deref(),
+            &headers,
+            body,
+            Dialect::V2,
+        )
+        .await
+    }
+    .await;
     counted(&state, result)
-}
-
-async fn write_v2_inner(
-    state: &AppState,
-    params: V2Params,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
-    let bucket = required(params.bucket, "bucket")?;
-    // v1-compatible bucket names are "db/retention_policy"; the database is the first part.
-    let db = bucket.split('/').next().unwrap_or(&bucket);
-    write_all_or_nothing(
-        state,
-        db,
-        params.precision.as_deref(),
-        &headers,
-        body,
-        Dialect::V2,
-    )
-    .await
 }
 
 pub async fn write_v1(
@@ -174,24 +162,18 @@ pub async fn write_v1(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let result = write_v1_inner(&state, params, headers, body).await;
+    let result = async {
+        let db = required(params.db, "db")?;
+        write_all_or_nothing(
+            &state,
+            &db,
+            params.precision.as_deref(),
+            &headers,
+            body,
+            Dialect::V1,
+        )
+        .await
+    }
+    .await;
     counted(&state, result)
-}
-
-async fn write_v1_inner(
-    state: &AppState,
-    params: V1Params,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
-    let db = required(params.db, "db")?;
-    write_all_or_nothing(
-        state,
-        &db,
-        params.precision.as_deref(),
-        &headers,
-        body,
-        Dialect::V1,
-    )
-    .await
 }

@@ -69,14 +69,14 @@ pub fn query(kind: &str, span: DataSpan, seed: u64, index: u64) -> Option<Query>
     let mut rng = Rng::for_item(seed ^ kind_no.wrapping_mul(0x1000_0000_01B3), index);
     let metrics = |n: usize| super::CPU_FIELDS[..n].to_vec();
     let sql = match kind {
-        "single-groupby-1-1-1" => single_groupby(&mut rng, span, &metrics(1), 1, 1),
-        "single-groupby-1-1-12" => single_groupby(&mut rng, span, &metrics(1), 1, 12),
-        "single-groupby-1-8-1" => single_groupby(&mut rng, span, &metrics(1), 8, 1),
-        "single-groupby-5-1-1" => single_groupby(&mut rng, span, &metrics(5), 1, 1),
-        "single-groupby-5-1-12" => single_groupby(&mut rng, span, &metrics(5), 1, 12),
-        "single-groupby-5-8-1" => single_groupby(&mut rng, span, &metrics(5), 8, 1),
-        "cpu-max-all-1" => cpu_max_all(&mut rng, span, 1),
-        "cpu-max-all-8" => cpu_max_all(&mut rng, span, 8),
+        "single-groupby-1-1-1" => per_host_max(&mut rng, span, &metrics(1), 1, 1, "minute"),
+        "single-groupby-1-1-12" => per_host_max(&mut rng, span, &metrics(1), 1, 12, "minute"),
+        "single-groupby-1-8-1" => per_host_max(&mut rng, span, &metrics(1), 8, 1, "minute"),
+        "single-groupby-5-1-1" => per_host_max(&mut rng, span, &metrics(5), 1, 1, "minute"),
+        "single-groupby-5-1-12" => per_host_max(&mut rng, span, &metrics(5), 1, 12, "minute"),
+        "single-groupby-5-8-1" => per_host_max(&mut rng, span, &metrics(5), 8, 1, "minute"),
+        "cpu-max-all-1" => per_host_max(&mut rng, span, &metrics(10), 1, 8, "hour"),
+        "cpu-max-all-8" => per_host_max(&mut rng, span, &metrics(10), 8, 8, "hour"),
         "double-groupby-1" => double_groupby(&mut rng, span, &metrics(1)),
         "double-groupby-5" => double_groupby(&mut rng, span, &metrics(5)),
         "double-groupby-all" => double_groupby(&mut rng, span, &metrics(10)),
@@ -144,52 +144,41 @@ fn time_range(start: i64, end: i64) -> String {
     format!("time >= {} AND time < {}", timestamp(start), timestamp(end))
 }
 
-fn single_groupby(
+/// `func(m) AS prefix_m, ...` for each metric.
+fn aggregates(func: &str, prefix: &str, metrics: &[&str]) -> String {
+    metrics
+        .iter()
+        .map(|m| format!("{func}({m}) AS {prefix}_{m}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `max` of `metrics` per `bucket` (`minute` or `hour`) for `host_count` hosts over
+/// `hours`: TSBS single-groupby (minute buckets) and cpu-max-all (hour buckets, all ten).
+fn per_host_max(
     rng: &mut Rng,
     span: DataSpan,
     metrics: &[&str],
     host_count: usize,
     hours: i64,
+    bucket: &str,
 ) -> String {
     let (start, end) = window(rng, span, hours * HOUR_NS);
     let hosts = hosts(rng, span, host_count);
-    let aggs: Vec<String> = metrics
-        .iter()
-        .map(|m| format!("max({m}) AS max_{m}"))
-        .collect();
     format!(
-        "SELECT date_trunc('minute', time) AS minute, {} FROM cpu \
-         WHERE hostname IN ({hosts}) AND {} GROUP BY minute ORDER BY minute",
-        aggs.join(", "),
-        time_range(start, end)
-    )
-}
-
-fn cpu_max_all(rng: &mut Rng, span: DataSpan, host_count: usize) -> String {
-    let (start, end) = window(rng, span, 8 * HOUR_NS);
-    let hosts = hosts(rng, span, host_count);
-    let aggs: Vec<String> = super::CPU_FIELDS
-        .iter()
-        .map(|m| format!("max({m}) AS max_{m}"))
-        .collect();
-    format!(
-        "SELECT date_trunc('hour', time) AS hour, {} FROM cpu \
-         WHERE hostname IN ({hosts}) AND {} GROUP BY hour ORDER BY hour",
-        aggs.join(", "),
+        "SELECT date_trunc('{bucket}', time) AS {bucket}, {} FROM cpu \
+         WHERE hostname IN ({hosts}) AND {} GROUP BY {bucket} ORDER BY {bucket}",
+        aggregates("max", "max", metrics),
         time_range(start, end)
     )
 }
 
 fn double_groupby(rng: &mut Rng, span: DataSpan, metrics: &[&str]) -> String {
     let (start, end) = window(rng, span, 12 * HOUR_NS);
-    let aggs: Vec<String> = metrics
-        .iter()
-        .map(|m| format!("avg({m}) AS mean_{m}"))
-        .collect();
     format!(
         "SELECT date_trunc('hour', time) AS hour, hostname, {} FROM cpu \
          WHERE {} GROUP BY hour, hostname ORDER BY hour, hostname",
-        aggs.join(", "),
+        aggregates("avg", "mean", metrics),
         time_range(start, end)
     )
 }

@@ -63,14 +63,16 @@ impl Default for LogMetrics {
     }
 }
 
-impl LogMetrics {
-    fn fsync(&self, config: &LogWriterConfig, file: &File) -> std::io::Result<()> {
-        let started = Instant::now();
-        let result = (config.syncer)(file);
-        self.fsyncs.inc();
-        self.fsync_seconds.observe(started.elapsed().as_secs_f64());
-        result
-    }
+/// Syncs a segment file through the configured syncer, counting and timing it.
+fn fsync(config: &LogWriterConfig, file: &File) -> std::io::Result<()> {
+    let started = Instant::now();
+    let result = (config.syncer)(file);
+    config.metrics.fsyncs.inc();
+    config
+        .metrics
+        .fsync_seconds
+        .observe(started.elapsed().as_secs_f64());
+    result
 }
 
 impl Default for LogWriterConfig {
@@ -378,9 +380,7 @@ fn sync_all(unsynced: &mut DirtySet, config: &LogWriterConfig) -> std::result::R
     for log in unsynced.0.drain(..) {
         let mut active = log.active.lock();
         if active.unsynced {
-            config
-                .metrics
-                .fsync(config, &active.file)
+            fsync(config, &active.file)
                 .map_err(|e| format!("fdatasync of {}: {e}", log.dir.display()))?;
             active.unsynced = false;
         }
@@ -394,10 +394,7 @@ fn maybe_roll(log: &PartitionLog, config: &LogWriterConfig) -> Result<()> {
     if active.len < config.segment_bytes {
         return Ok(());
     }
-    config
-        .metrics
-        .fsync(config, &active.file)
-        .map_err(|e| Error::io(&log.dir, e))?;
+    fsync(config, &active.file).map_err(|e| Error::io(&log.dir, e))?;
     let base = active.next_offset;
     let (file, path) = segment::create(&log.dir, base)?;
     active.file = file;
