@@ -2,9 +2,14 @@
 //!
 //! `line_protocol` turns InfluxDB line protocol into validated Arrow batches; `write` is the
 //! one routine that takes a body into a node; `http` serves the write, query and health
-//! endpoints over axum.
+//! endpoints over axum; `import` reads line protocol, CSV and Parquet files into batches of
+//! line protocol for `tidemark import`.
 
+mod error;
 pub mod http;
+pub mod import;
 pub mod line_protocol;
 pub mod tsbs;
 pub mod write;
+
+pub use error::Error;

@@ -7,6 +7,7 @@ use tidemark_engine::{Error as NodeError, Node};
 use tidemark_storage::batch::WriteBuilder;
 use tidemark_storage::catalog::DatabaseSchema;
 
+use crate::Error;
 use crate::line_protocol::{LineError, LineLimits, Precision, parse_into};
 
 /// How a write is to be taken.
@@ -38,15 +39,6 @@ pub struct WriteOutcome {
     pub errors: Vec<LineError>,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum WriteError {
-    /// Nothing was written: every line was bad, or some were and partial writes are off.
-    #[error("{} line(s) rejected; nothing was written", .0.len())]
-    Rejected(Vec<LineError>),
-    #[error(transparent)]
-    Node(#[from] NodeError),
-}
-
 /// How many times a write is re-validated when a concurrent write added a conflicting column.
 const SCHEMA_RACE_RETRIES: usize = 3;
 
@@ -58,7 +50,7 @@ fn now_nanos() -> i64 {
 /// has anything to put in it.
 ///
 /// # Errors
-/// [`WriteError::Rejected`] when nothing was accepted because of bad lines, and node errors.
+/// [`Error::Rejected`] when nothing was accepted because of bad lines, and node errors.
 ///
 /// # Cancellation
 /// Once the rows are handed to the log they are written even if this future is dropped.
@@ -67,7 +59,7 @@ pub async fn write_lp(
     db: &str,
     body: &[u8],
     options: &WriteOptions,
-) -> Result<WriteOutcome, WriteError> {
+) -> Result<WriteOutcome, Error> {
     // Stamped once, before logging, so that replay reproduces the same times.
     let default_time = now_nanos();
     let mut attempt = 0;
@@ -92,7 +84,7 @@ pub async fn write_lp(
             &mut builder,
         );
         if !errors.is_empty() && (!options.accept_partial || builder.rows() == 0) {
-            return Err(WriteError::Rejected(errors));
+            return Err(Error::Rejected(errors));
         }
         let batch = builder.finish().map_err(NodeError::from)?;
         if batch.rows == 0 {

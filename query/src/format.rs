@@ -1,6 +1,7 @@
 //! Encodes query results in the formats the HTTP API and the CLI offer.
 //!
-//! Tags are dictionary-encoded in memory; every text format sees them as plain strings.
+//! Tags are dictionary-encoded in memory; every text format sees them as plain strings,
+//! Parquet keeps them dictionary-encoded.
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -94,7 +95,12 @@ fn plain(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<(SchemaRef, Vec<
 /// # Errors
 /// Encoder errors (for example a type the format cannot represent).
 pub fn encode(format: Format, schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Vec<u8>> {
-    let (schema, batches) = plain(schema, batches)?;
+    // Parquet keeps tags dictionary-encoded: smaller, and a re-import knows them as tags.
+    let (schema, batches) = if matches!(format, Format::Parquet) {
+        (Arc::clone(schema), batches.to_vec())
+    } else {
+        plain(schema, batches)?
+    };
     let refs: Vec<&RecordBatch> = batches.iter().collect();
     let mut out = Vec::new();
     match format {

@@ -21,6 +21,7 @@ use tidemark_connectors::tsbs::queries::{self, DataSpan, QUERY_TYPES};
 use tidemark_connectors::tsbs::{Generator, UseCase};
 
 use super::ClientArgs;
+use super::post::{first_line, post_retrying};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum LoadCommand {
@@ -358,7 +359,6 @@ fn send_batch(
     shared: &Shared,
     latencies: &mut Vec<Duration>,
 ) -> Result<(), String> {
-    // `Bytes`: a retry sends the same buffer again without copying it.
     let body = bytes::Bytes::from(if args.gzip {
         let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         enc.write_all(lines)
@@ -367,66 +367,23 @@ fn send_batch(
     } else {
         lines.to_vec()
     });
-    let mut backoff = Duration::from_millis(50);
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let mut req = client.post(url).body(body.clone());
-        if args.gzip {
-            req = req.header("content-encoding", "gzip");
-        }
-        let t = Instant::now();
-        let result = req.send();
-        shared.requests.fetch_add(1, Ordering::Relaxed);
-        shared.bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
-        let (retry_after, kind) = match result {
-            Ok(resp) => {
-                let status = resp.status();
-                let retry_after = resp
-                    .headers()
-                    .get(reqwest::header::RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-                    .map(Duration::from_secs);
-                // Read the body so that the connection can be reused.
-                let text = resp.text().unwrap_or_default();
-                if status.is_success() {
-                    latencies.push(t.elapsed());
-                    return Ok(());
-                }
-                let retryable = status.as_u16() == 503 || status.as_u16() == 429;
-                let kind = format!("HTTP {}: {}", status.as_u16(), first_line(&text));
-                if !retryable {
-                    return Err(kind);
-                }
-                (retry_after, kind)
+    let latency = post_retrying(
+        client,
+        url,
+        &body,
+        args.gzip,
+        args.retries,
+        |bytes, retry| {
+            shared.requests.fetch_add(1, Ordering::Relaxed);
+            shared.bytes.fetch_add(bytes, Ordering::Relaxed);
+            if retry {
+                shared.retries.fetch_add(1, Ordering::Relaxed);
             }
-            Err(e) if e.is_connect() || e.is_timeout() || e.is_request() => {
-                (None, format!("connection: {e}"))
-            }
-            Err(e) => return Err(format!("request: {e}")),
-        };
-        if attempt >= args.retries.max(1) {
-            return Err(kind);
-        }
-        shared.retries.fetch_add(1, Ordering::Relaxed);
-        std::thread::sleep(retry_after.unwrap_or(backoff));
-        backoff = (backoff * 2).min(Duration::from_secs(5));
-    }
-}
-
-fn first_line(text: &str) -> String {
-    let message = serde_json::from_str::<serde_json::Value>(text)
-        .ok()
-        .and_then(|v| v.get("error").and_then(|m| m.as_str().map(str::to_string)))
-        .unwrap_or_else(|| text.to_string());
-    message
-        .lines()
-        .next()
-        .unwrap_or("")
-        .chars()
-        .take(120)
-        .collect()
+        },
+    )
+    .map_err(|r| r.kind())?;
+    latencies.push(latency);
+    Ok(())
 }
 
 #[derive(Debug, Serialize)]

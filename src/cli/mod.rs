@@ -2,7 +2,9 @@
 
 mod admin;
 mod config;
+mod import;
 mod load;
+mod post;
 mod query;
 mod serve;
 mod write;
@@ -36,6 +38,8 @@ enum Command {
     Table(admin::TableCommand),
     /// Delete rows by time range and tag equalities.
     Delete(admin::DeleteArgs),
+    /// Import line protocol, CSV and Parquet files (gzip too) into a database.
+    Import(import::ImportArgs),
     /// Generate TSBS-style load (writes or queries) and report throughput and latency.
     #[command(subcommand)]
     Load(load::LoadCommand),
@@ -66,6 +70,7 @@ pub fn run() -> std::process::ExitCode {
         Command::Database(cmd) => admin::database(cmd),
         Command::Table(cmd) => admin::table(cmd),
         Command::Delete(args) => admin::delete(args),
+        Command::Import(args) => import::run(args),
         Command::Load(cmd) => load::run(cmd),
     };
     match result {

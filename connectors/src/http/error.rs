@@ -7,8 +7,8 @@ use tidemark_engine::Error as NodeError;
 use tidemark_query::Error as QueryError;
 use tidemark_storage::Error as StorageError;
 
+use crate::Error as ConnectorError;
 use crate::line_protocol::LineError;
-use crate::write::WriteError;
 
 /// Which API shape an error is reported in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,14 +102,15 @@ impl ApiError {
         }
     }
 
-    pub fn from_write(e: WriteError, dialect: Dialect) -> Self {
+    pub fn from_write(e: ConnectorError, dialect: Dialect) -> Self {
         match e {
-            WriteError::Rejected(errors) => ApiError::Lines {
+            ConnectorError::Rejected(errors) => ApiError::Lines {
                 dialect,
                 partial: false,
                 errors,
             },
-            WriteError::Node(n) => Self::from_node(n),
+            ConnectorError::Node(n) => Self::from_node(n),
+            other => ApiError::Internal(other.to_string()),
         }
     }
 }

@@ -37,6 +37,18 @@ impl Precision {
         })
     }
 
+    /// The short name the query parameter uses (`ns`, `us`, `ms`, `s`, `m`, `h`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::Nanosecond => "ns",
+            Precision::Microsecond => "us",
+            Precision::Millisecond => "ms",
+            Precision::Second => "s",
+            Precision::Minute => "m",
+            Precision::Hour => "h",
+        }
+    }
+
     pub fn nanos(self) -> i64 {
         match self {
             Precision::Nanosecond => 1,
