@@ -75,7 +75,8 @@ pub async fn write_lp(
             }
             Err(e) => return Err(e.into()),
         };
-        let mut builder = WriteBuilder::new(schema, node.config().max_columns_per_table);
+        let mut builder = WriteBuilder::new(schema, node.config().max_columns_per_table)
+            .with_max_tables(node.config().max_tables_per_database);
         let errors = parse_into(
             body,
             options.precision,

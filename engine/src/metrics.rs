@@ -46,6 +46,8 @@ pub struct Metrics {
     pub queries: Counter,
     pub query_seconds: Histogram,
     query_errors: Family<KindLabel, Counter>,
+    pub http_connections: Gauge,
+    pub http_connections_refused: Counter,
 }
 
 /// 1 ms to about 8 minutes.
@@ -77,6 +79,8 @@ impl Metrics {
             queries: Counter::default(),
             query_seconds: seconds_histogram(),
             query_errors: Family::default(),
+            http_connections: Gauge::default(),
+            http_connections_refused: Counter::default(),
         };
         let r = &mut m.registry;
         r.register(
@@ -104,6 +108,16 @@ impl Metrics {
             "write_errors",
             "Write requests refused, by kind",
             m.write_errors.clone(),
+        );
+        r.register(
+            "http_connections",
+            "HTTP connections open",
+            m.http_connections.clone(),
+        );
+        r.register(
+            "http_connections_refused",
+            "HTTP connections answered 503 because --max-connections were open",
+            m.http_connections_refused.clone(),
         );
         r.register("log_appends", "Log records appended", log.appends.clone());
         r.register_with_unit(

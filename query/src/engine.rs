@@ -7,10 +7,12 @@ use std::time::Duration;
 
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
+use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext};
 use tokio::sync::Semaphore;
 
+use crate::coop::CooperativeJoins;
 use crate::error::{Error, Result};
 use crate::functions::DateTrunc;
 use crate::lastpoint;
@@ -50,8 +52,25 @@ pub struct QueryOutput {
 pub struct QueryEngine {
     storage: Arc<Storage>,
     runtime: Arc<RuntimeEnv>,
+    /// Threads that run queries, apart from the ones serving HTTP and writes: one poll of
+    /// a DataFusion operator can keep a thread for seconds, and must not keep the server
+    /// from answering (or from timing that query out).
+    executor: Executor,
     permits: Arc<Semaphore>,
     config: QueryConfig,
+}
+
+/// A tokio runtime for query execution, shut down without blocking when dropped (the
+/// engine is dropped from async code).
+#[derive(Debug)]
+struct Executor(Option<tokio::runtime::Runtime>);
+
+impl Drop for Executor {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 impl QueryEngine {
@@ -61,9 +80,16 @@ impl QueryEngine {
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_limit(config.memory_limit, 1.0)
             .build_arc()?;
+        let executor = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(config.target_partitions.max(1))
+            .thread_name("tidemark-query")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Internal(format!("starting the query threads: {e}")))?;
         Ok(Self {
             storage,
             runtime,
+            executor: Executor(Some(executor)),
             permits: Arc::new(Semaphore::new(config.max_concurrent.max(1))),
             config,
         })
@@ -80,7 +106,13 @@ impl QueryEngine {
             .with_default_catalog_and_schema(CATALOG, SCHEMA)
             .with_target_partitions(self.config.target_partitions.max(1))
             .with_create_default_catalog_and_schema(false);
-        let ctx = SessionContext::new_with_config_rt(config, Arc::clone(&self.runtime));
+        let state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_runtime_env(Arc::clone(&self.runtime))
+            .with_default_features()
+            .with_physical_optimizer_rule(Arc::new(CooperativeJoins))
+            .build();
+        let ctx = SessionContext::new_with_state(state);
         ctx.register_udf(DateTrunc::udf());
         ctx.register_catalog(
             CATALOG,
@@ -102,31 +134,38 @@ impl QueryEngine {
 
     /// Plans and runs one read-only SQL statement against `db`.
     ///
+    /// The query runs in its own task on the query threads, holding its concurrency slot
+    /// until it has really stopped. The caller waits at most the time limit: one poll of an operator can take
+    /// long (a nested loop join over a large batch), and a timeout polled in the same task
+    /// as the query would only be noticed after it. On the time limit the task is aborted,
+    /// which takes effect at its next yield.
+    ///
     /// # Errors
     /// Unknown database, SQL errors (DataFusion's message), refused statements, the time
-    /// limit, and too many concurrent queries.
+    /// and memory limits, and too many concurrent queries.
     ///
     /// # Cancellation
-    /// Dropping the future stops the query.
+    /// Dropping the future aborts the query.
     pub async fn sql(&self, db: &str, sql: &str) -> Result<QueryOutput> {
-        let _permit = self
-            .permits
-            .try_acquire()
+        let permit = Arc::clone(&self.permits)
+            .try_acquire_owned()
             .map_err(|_| Error::TooManyQueries(self.config.max_concurrent))?;
         let ctx = self.session(db)?;
-        let options = SQLOptions::new()
-            .with_allow_ddl(false)
-            .with_allow_dml(false)
-            .with_allow_statements(false);
-        let run = async {
-            let df = ctx.sql_with_options(sql, options).await.map_err(|e| {
+        let sql = sql.to_string();
+        let run = async move {
+            let _permit = permit;
+            let options = SQLOptions::new()
+                .with_allow_ddl(false)
+                .with_allow_dml(false)
+                .with_allow_statements(false);
+            let df = ctx.sql_with_options(&sql, options).await.map_err(|e| {
                 let msg = e.to_string();
                 if msg.contains("not supported")
                     && (msg.contains("DDL") || msg.contains("DML") || msg.contains("Statement"))
                 {
                     Error::NotAllowed(msg)
                 } else {
-                    Error::Sql(msg)
+                    Error::from(e)
                 }
             })?;
             let plan = lastpoint::bound_latest_per_group(&ctx, df.logical_plan().clone()).await?;
@@ -135,8 +174,23 @@ impl QueryEngine {
             let batches = df.collect().await?;
             Ok::<_, Error>(QueryOutput { schema, batches })
         };
-        tokio::time::timeout(self.config.timeout, run)
-            .await
-            .map_err(|_| Error::Timeout(self.config.timeout))?
+        let Some(executor) = &self.executor.0 else {
+            return Err(Error::Internal("the query threads are shut down".into()));
+        };
+        let mut task = AbortOnDrop(executor.spawn(run));
+        match tokio::time::timeout(self.config.timeout, &mut task.0).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(e)) => Err(Error::Internal(format!("the query task failed: {e}"))),
+            Err(_) => Err(Error::Timeout(self.config.timeout)),
+        }
+    }
+}
+
+/// Aborts a query task when its caller stops waiting for it (time limit, client gone).
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

@@ -15,11 +15,17 @@ pub enum Error {
     #[error("query exceeded its time limit of {0:?}")]
     Timeout(std::time::Duration),
 
+    #[error("query needs more memory than the limit all queries share (--query-memory-mb): {0}")]
+    MemoryLimit(String),
+
     #[error("too many concurrent queries (limit {0}); retry later")]
     TooManyQueries(usize),
 
     #[error("unknown output format {0:?}: expected json, jsonl, csv, pretty or parquet")]
     UnknownFormat(String),
+
+    #[error("internal error: {0}")]
+    Internal(String),
 
     #[error("encoding the result failed: {0}")]
     Encode(String),
@@ -33,6 +39,12 @@ pub enum Error {
 
 impl From<datafusion::error::DataFusionError> for Error {
     fn from(e: datafusion::error::DataFusionError) -> Self {
+        if matches!(
+            e.find_root(),
+            datafusion::error::DataFusionError::ResourcesExhausted(_)
+        ) {
+            return Error::MemoryLimit(e.find_root().to_string());
+        }
         Error::Sql(e.to_string())
     }
 }
@@ -45,9 +57,10 @@ impl Error {
             Error::Sql(_) => "sql",
             Error::NotAllowed(_) => "not_allowed",
             Error::Timeout(_) => "timeout",
+            Error::MemoryLimit(_) => "memory_limit",
             Error::TooManyQueries(_) => "too_many",
             Error::UnknownFormat(_) => "bad_request",
-            Error::Encode(_) | Error::Arrow(_) => "internal",
+            Error::Encode(_) | Error::Arrow(_) | Error::Internal(_) => "internal",
             Error::Storage(_) => "storage",
         }
     }

@@ -4,8 +4,10 @@
 //! over the write buffer and the table's Parquet files; `dedup` resolves duplicate points
 //! in the buffer last-write-wins and `merge` does the same across sorted sources while
 //! streaming; `system` exposes the node's state as tables; `engine` runs read-only SQL
-//! under limits; `format` encodes results for the front ends.
+//! under limits (on its own threads; `coop` keeps joins stoppable); `format` encodes
+//! results for the front ends.
 
+mod coop;
 pub mod dedup;
 pub mod engine;
 pub mod error;

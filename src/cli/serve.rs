@@ -57,6 +57,16 @@ pub struct ServeArgs {
     /// Largest HTTP request body (before and after gzip), in bytes.
     #[arg(long, env = "TIDEMARK_MAX_REQUEST_BYTES", default_value_t = 10 * 1024 * 1024)]
     max_request_bytes: usize,
+    /// HTTP connections served at once; more are answered 503 and closed.
+    #[arg(long, env = "TIDEMARK_MAX_CONNECTIONS", default_value_t = 1024)]
+    max_connections: usize,
+    /// Seconds a client has to send a request's headers (also how long an idle
+    /// keep-alive connection stays open).
+    #[arg(long, env = "TIDEMARK_HTTP_HEADER_TIMEOUT_SECS", default_value_t = 60)]
+    http_header_timeout_secs: u64,
+    /// Seconds a client has to send a whole request body (408 past it).
+    #[arg(long, env = "TIDEMARK_HTTP_BODY_TIMEOUT_SECS", default_value_t = 60)]
+    http_body_timeout_secs: u64,
     /// Longest line protocol line, in bytes.
     #[arg(long, env = "TIDEMARK_MAX_LINE_BYTES", default_value_t = 1024 * 1024)]
     max_line_bytes: usize,
@@ -66,6 +76,9 @@ pub struct ServeArgs {
     /// Most columns in one table (tags, fields and time).
     #[arg(long, env = "TIDEMARK_MAX_COLUMNS_PER_TABLE", default_value_t = 500)]
     max_columns_per_table: usize,
+    /// Most tables in one database.
+    #[arg(long, env = "TIDEMARK_MAX_TABLES_PER_DATABASE", default_value_t = 1000)]
+    max_tables_per_database: usize,
     /// Most databases on the node.
     #[arg(long, env = "TIDEMARK_MAX_DATABASES", default_value_t = 100)]
     max_databases: usize,
@@ -136,6 +149,7 @@ async fn serve_main(args: ServeArgs) -> anyhow::Result<ExitCode> {
     config.buffer_limit_bytes = args.buffer_limit_mb.saturating_mul(1024 * 1024);
     config.max_databases = args.max_databases;
     config.max_columns_per_table = args.max_columns_per_table;
+    config.max_tables_per_database = args.max_tables_per_database;
     config.log = LogWriterConfig {
         segment_bytes: args.segment_bytes,
         async_flush_interval: Duration::from_millis(args.async_flush_ms.max(1)),
@@ -184,6 +198,9 @@ async fn serve_main(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 max_line_bytes: args.max_line_bytes,
                 max_fields: args.max_fields_per_line,
             },
+            max_connections: args.max_connections.max(1),
+            header_timeout: Duration::from_secs(args.http_header_timeout_secs.max(1)),
+            body_timeout: Duration::from_secs(args.http_body_timeout_secs.max(1)),
         },
     });
     serve(state, listener, shutdown_signal())

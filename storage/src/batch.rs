@@ -66,6 +66,8 @@ pub enum RowError {
     },
     #[error("table {table:?} would have more than {max} columns")]
     TooManyColumns { table: String, max: usize },
+    #[error("table {table:?} would be one more than the database's limit of {max} tables")]
+    TooManyTables { table: String, max: usize },
 }
 
 /// The series-key hash: xxh3-64 over the measurement and the tags sorted by key, each
@@ -272,6 +274,7 @@ pub struct WriteBatch {
 pub struct WriteBuilder {
     db: Arc<DatabaseSchema>,
     max_columns: usize,
+    max_tables: usize,
     /// Per partition, the builders of the tables seen (few per request: found by scan).
     partitions: Vec<Vec<TableBatchBuilder>>,
     /// Catalog snapshots taken on first sight of each table.
@@ -292,6 +295,7 @@ impl WriteBuilder {
         Self {
             db,
             max_columns,
+            max_tables: usize::MAX,
             partitions,
             snapshots: HashMap::new(),
             pending: HashMap::new(),
@@ -302,20 +306,52 @@ impl WriteBuilder {
         }
     }
 
+    /// Refuses rows that would create a table past `max` tables in the database.
+    #[must_use]
+    pub fn with_max_tables(mut self, max: usize) -> Self {
+        self.max_tables = max;
+        self
+    }
+
     pub fn rows(&self) -> usize {
         self.rows
     }
 
-    /// The kind a column has in the catalog snapshot or among this request's new columns.
-    fn known_kind(&mut self, table: &str, column: &str) -> Option<ColumnKind> {
-        let snapshot = match self.snapshots.get(table) {
+    /// The catalog's schema of `table` when this request first saw it.
+    fn snapshot(&mut self, table: &str) -> Option<Arc<TableSchema>> {
+        match self.snapshots.get(table) {
             Some(s) => s.clone(),
             None => {
                 let s = self.db.table(table);
                 self.snapshots.insert(Arc::from(table), s.clone());
                 s
             }
-        };
+        }
+    }
+
+    /// Checks that a row may go to `table`: it exists, this request already creates it,
+    /// or the database has room for one more table.
+    fn admit_table(&mut self, table: &str) -> Result<(), RowError> {
+        if self.snapshot(table).is_some() || self.pending.contains_key(table) {
+            return Ok(());
+        }
+        let created_here = self
+            .pending
+            .keys()
+            .filter(|t| matches!(self.snapshots.get(*t), Some(None)))
+            .count();
+        if self.db.tables().len() + created_here >= self.max_tables {
+            return Err(RowError::TooManyTables {
+                table: table.to_string(),
+                max: self.max_tables,
+            });
+        }
+        Ok(())
+    }
+
+    /// The kind a column has in the catalog snapshot or among this request's new columns.
+    fn known_kind(&mut self, table: &str, column: &str) -> Option<ColumnKind> {
+        let snapshot = self.snapshot(table);
         if let Some(kind) = snapshot.as_ref().and_then(|t| t.column(column)) {
             return Some(kind);
         }
@@ -434,6 +470,7 @@ impl WriteBuilder {
         slots: &mut Vec<Option<usize>>,
     ) -> Result<(), RowError> {
         let table = Arc::clone(&b.table);
+        self.admit_table(&table)?;
         // Columns new to the table, recorded only once the whole row is accepted.
         let mut new_here: Vec<(Arc<str>, ColumnKind)> = Vec::new();
         for (slot, (k, _)) in tags.iter().enumerate() {

@@ -157,7 +157,37 @@ pub fn decode_log(path: &Path, data: &[u8]) -> Result<(u64, Vec<CatalogOp>, usiz
     Ok((base, ops, pos))
 }
 
-fn encode_record(op: &CatalogOp) -> Result<Vec<u8>> {
+/// Encodes a checkpoint of `state` (header and JSON body).
+///
+/// # Errors
+/// The state cannot be encoded as JSON (not expected).
+pub fn encode_checkpoint(state: &CatalogState) -> Result<Vec<u8>> {
+    let body = serde_json::to_vec(state)
+        .map_err(|e| Error::Internal(format!("encode catalog checkpoint: {e}")))?;
+    let mut data = Vec::with_capacity(body.len() + CHECKPOINT_HEADER_LEN);
+    data.extend_from_slice(CHECKPOINT_MAGIC);
+    data.extend_from_slice(&CATALOG_FORMAT_VERSION.to_le_bytes());
+    data.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
+    data.extend_from_slice(&(body.len() as u64).to_le_bytes());
+    data.extend_from_slice(&body);
+    Ok(data)
+}
+
+/// The header of a catalog log whose first op is number `seq`.
+pub fn encode_log_header(seq: u64) -> Vec<u8> {
+    let mut header = Vec::with_capacity(LOG_HEADER_LEN);
+    header.extend_from_slice(CATALOG_LOG_MAGIC);
+    header.extend_from_slice(&CATALOG_FORMAT_VERSION.to_le_bytes());
+    header.extend_from_slice(&0u32.to_le_bytes());
+    header.extend_from_slice(&seq.to_le_bytes());
+    header
+}
+
+/// One record of a catalog log.
+///
+/// # Errors
+/// The op cannot be encoded as JSON (not expected).
+pub fn encode_record(op: &CatalogOp) -> Result<Vec<u8>> {
     let json =
         serde_json::to_vec(op).map_err(|e| Error::Internal(format!("encode catalog op: {e}")))?;
     let mut body = Vec::with_capacity(json.len() + 1);
@@ -178,12 +208,8 @@ fn create_log(dir: &Path, seq: u64) -> Result<(File, PathBuf)> {
         .write(true)
         .open(&path)
         .map_err(|e| Error::io(&path, e))?;
-    let mut header = Vec::with_capacity(LOG_HEADER_LEN);
-    header.extend_from_slice(CATALOG_LOG_MAGIC);
-    header.extend_from_slice(&CATALOG_FORMAT_VERSION.to_le_bytes());
-    header.extend_from_slice(&0u32.to_le_bytes());
-    header.extend_from_slice(&seq.to_le_bytes());
-    f.write_all(&header).map_err(|e| Error::io(&path, e))?;
+    f.write_all(&encode_log_header(seq))
+        .map_err(|e| Error::io(&path, e))?;
     f.sync_all().map_err(|e| Error::io(&path, e))?;
     sync_dir(dir)?;
     Ok((f, path))
@@ -332,14 +358,7 @@ impl CatalogStore {
 
     fn checkpoint(&self, inner: &mut Inner) -> Result<()> {
         let seq = inner.seq;
-        let body = serde_json::to_vec(&inner.state)
-            .map_err(|e| Error::Internal(format!("encode catalog checkpoint: {e}")))?;
-        let mut data = Vec::with_capacity(body.len() + CHECKPOINT_HEADER_LEN);
-        data.extend_from_slice(CHECKPOINT_MAGIC);
-        data.extend_from_slice(&CATALOG_FORMAT_VERSION.to_le_bytes());
-        data.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
-        data.extend_from_slice(&(body.len() as u64).to_le_bytes());
-        data.extend_from_slice(&body);
+        let data = encode_checkpoint(&inner.state)?;
         let tmp = self.dir.join(format!("{}.tmp", checkpoint_name(seq)));
         let fin = self.dir.join(checkpoint_name(seq));
         std::fs::write(&tmp, &data).map_err(|e| Error::io(&tmp, e))?;
@@ -430,5 +449,88 @@ mod tests {
         std::fs::write(&path, &data).unwrap();
         let err = CatalogStore::open(dir.path()).unwrap_err().to_string();
         assert!(err.contains("CRC-32C") && err.contains(".clog"), "{err}");
+    }
+
+    /// A state and the ops that built it, touching every part of the state.
+    fn sample() -> (CatalogState, Vec<CatalogOp>) {
+        let ops = vec![
+            create("a"),
+            create("b"),
+            CatalogOp::SetRetention {
+                db: "a".into(),
+                table: Some("cpu".into()),
+                retention_ns: Some(3_600_000_000_000),
+            },
+            CatalogOp::Intent {
+                op_id: 1,
+                paths: vec!["tables/a/cpu/1.parquet".into()],
+                next_file_id: 2,
+            },
+            CatalogOp::AbortIntent { op_id: 1 },
+        ];
+        let mut state = CatalogState::default();
+        for op in &ops {
+            state.apply(op).unwrap();
+        }
+        (state, ops)
+    }
+
+    fn log_of(ops: &[CatalogOp]) -> Vec<u8> {
+        let mut data = encode_log_header(0);
+        for op in ops {
+            data.extend_from_slice(&encode_record(op).unwrap());
+        }
+        data
+    }
+
+    // The properties the `catalog` fuzz target checks at length (docs/fuzzing.md).
+    proptest::proptest! {
+        #[test]
+        fn any_damage_to_a_checkpoint_is_refused(bit in proptest::prelude::any::<usize>(), cut in proptest::prelude::any::<usize>(), truncate in proptest::prelude::any::<bool>()) {
+            let (state, _) = sample();
+            let mut data = encode_checkpoint(&state).unwrap();
+            proptest::prop_assert_eq!(decode_checkpoint(Path::new("c"), &data).unwrap(), state);
+            if truncate {
+                data.truncate(cut % data.len());
+            } else {
+                let bit = bit % (data.len() * 8);
+                data[bit / 8] ^= 1 << (bit % 8);
+            }
+            proptest::prop_assert!(decode_checkpoint(Path::new("c"), &data).is_err());
+        }
+
+        #[test]
+        fn a_damaged_log_gives_a_prefix_of_its_ops_or_an_error(bit in proptest::prelude::any::<usize>(), cut in proptest::prelude::any::<usize>()) {
+            let (_, ops) = sample();
+            let mut data = log_of(&ops);
+            let bit = bit % (data.len() * 8);
+            data[bit / 8] ^= 1 << (bit % 8);
+            data.truncate(LOG_HEADER_LEN.max(cut % (data.len() + 1)));
+            if let Ok((_, got, valid)) = decode_log(Path::new("l"), &data) {
+                proptest::prop_assert!(ops.starts_with(&got));
+                proptest::prop_assert!(valid <= data.len());
+            }
+        }
+
+        #[test]
+        fn mangled_ops_in_valid_frames_decode_or_fail_cleanly(at in proptest::prelude::any::<usize>(), byte in proptest::prelude::any::<u8>()) {
+            let (_, ops) = sample();
+            let mut data = encode_log_header(0);
+            for op in &ops {
+                let mut body = vec![OP_VERSION];
+                body.extend_from_slice(&serde_json::to_vec(op).unwrap());
+                let i = 1 + at % (body.len() - 1);
+                body[i] = byte;
+                data.extend_from_slice(&(body.len() as u32).to_le_bytes());
+                data.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
+                data.extend_from_slice(&body);
+            }
+            if let Ok((_, got, _)) = decode_log(Path::new("l"), &data) {
+                let mut state = CatalogState::default();
+                for op in &got {
+                    let _ = state.apply(op);
+                }
+            }
+        }
     }
 }

@@ -195,7 +195,7 @@ fn parse_time(v: &Value, what: &str) -> Result<i64, ApiError> {
 
 /// Reads a request body (bounded, gzip allowed) as JSON.
 async fn json_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Value, ApiError> {
-    let body = read_body(headers, body, state.config.max_request_bytes).await?;
+    let body = read_body(headers, body, &state.config).await?;
     serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("request body is not valid JSON: {e}")))
 }

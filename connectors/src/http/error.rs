@@ -75,9 +75,10 @@ impl ApiError {
             QueryError::DatabaseNotFound(db) => {
                 ApiError::NotFound(format!("database {db:?} not found"))
             }
-            QueryError::Sql(_) | QueryError::NotAllowed(_) | QueryError::UnknownFormat(_) => {
-                ApiError::BadRequest(e.to_string())
-            }
+            QueryError::Sql(_)
+            | QueryError::NotAllowed(_)
+            | QueryError::UnknownFormat(_)
+            | QueryError::MemoryLimit(_) => ApiError::BadRequest(e.to_string()),
             QueryError::Timeout(_) => ApiError::Timeout(e.to_string()),
             QueryError::TooManyQueries(_) => ApiError::Unavailable {
                 message: e.to_string(),

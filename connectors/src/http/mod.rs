@@ -12,6 +12,7 @@ mod write;
 
 use std::io::Read;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -19,8 +20,12 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use tidemark_engine::Node;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 pub use admin::parse_duration;
 pub use error::{ApiError, Dialect};
@@ -33,6 +38,13 @@ pub struct HttpConfig {
     /// Largest request body, compressed or not.
     pub max_request_bytes: usize,
     pub line_limits: LineLimits,
+    /// Connections served at once; more are answered 503 and closed.
+    pub max_connections: usize,
+    /// Time a client has to send a request's headers; also how long an idle keep-alive
+    /// connection stays open.
+    pub header_timeout: Duration,
+    /// Time a client has to send a whole request body (408 past it).
+    pub body_timeout: Duration,
 }
 
 impl Default for HttpConfig {
@@ -40,6 +52,9 @@ impl Default for HttpConfig {
         Self {
             max_request_bytes: 10 * 1024 * 1024,
             line_limits: LineLimits::default(),
+            max_connections: 1024,
+            header_timeout: Duration::from_secs(60),
+            body_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -81,18 +96,96 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-/// Serves until `shutdown` resolves, then lets in-flight requests finish.
+/// Serves until `shutdown` resolves, then stops accepting and lets in-flight requests
+/// finish (idle connections are closed at once).
+///
+/// Each connection is served by hyper's HTTP/1 server with a header read timeout, so a
+/// client that connects and sends nothing, or trickles its headers, or idles on a
+/// keep-alive connection, is disconnected; `read_body` bounds the body the same way. Past
+/// `max_connections` open connections, a new one is answered 503 with `Retry-After` and
+/// closed, rather than left queued where the client cannot tell why it waits.
 ///
 /// # Errors
-/// I/O errors of the listener.
+/// None today: accept errors (like running out of file descriptors) are logged and
+/// retried; the signature keeps room for listener setup errors.
 pub async fn serve(
     state: Arc<AppState>,
     listener: TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let config = state.config.clone();
+    let metrics_node = Arc::clone(&state.node);
+    let service = TowerToHyperService::new(router(state));
+    let permits = Arc::new(Semaphore::new(config.max_connections.max(1)));
+    let graceful = GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(config.header_timeout);
+    let mut refuse = hyper::server::conn::http1::Builder::new();
+    refuse
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(5))
+        .keep_alive(false);
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, _peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait for some to be freed.
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let io = TokioIo::new(stream);
+        let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+            metrics_node.metrics().http_connections_refused.inc();
+            let max = config.max_connections;
+            let conn = refuse.serve_connection(
+                io,
+                hyper::service::service_fn(move |_req| async move {
+                    Ok::<_, std::convert::Infallible>(too_many_connections(max))
+                }),
+            );
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            continue;
+        };
+        let conn = graceful.watch(http.serve_connection(io, service.clone()));
+        let node = Arc::clone(&metrics_node);
+        tokio::spawn(async move {
+            node.metrics().http_connections.inc();
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+            node.metrics().http_connections.dec();
+            drop(permit);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
+}
+
+/// The answer to a connection past `--max-connections`.
+fn too_many_connections(max: usize) -> hyper::Response<Body> {
+    let body = serde_json::json!({
+        "error": format!("the server has its maximum of {max} connections open; retry later"),
+    });
+    let mut resp = hyper::Response::new(Body::from(body.to_string()));
+    *resp.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    let headers = resp.headers_mut();
+    headers.insert(header::RETRY_AFTER, header::HeaderValue::from(1));
+    headers.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    resp
 }
 
 async fn ping() -> Response {
@@ -203,8 +296,13 @@ async fn health(axum::extract::State(state): axum::extract::State<Arc<AppState>>
     }
 }
 
-/// Reads a request body, enforcing the size limit and undoing gzip.
-async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+/// Reads a request body, enforcing the size limit and the body timeout, and undoing gzip.
+async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    config: &HttpConfig,
+) -> Result<Bytes, ApiError> {
+    let limit = config.max_request_bytes;
     if let Some(len) = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -213,7 +311,14 @@ async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Byte
     {
         return Err(ApiError::PayloadTooLarge(limit));
     }
-    let raw = axum::body::to_bytes(body, limit).await.map_err(|e| {
+    let read = tokio::time::timeout(config.body_timeout, axum::body::to_bytes(body, limit));
+    let raw = read.await.map_err(|_| {
+        ApiError::Timeout(format!(
+            "the request body was not received within {} s",
+            config.body_timeout.as_secs_f64()
+        ))
+    })?;
+    let raw = raw.map_err(|e| {
         // axum reports an exceeded limit as a length-limit error in the source chain.
         let text = format!("{e:?}");
         if text.contains("LengthLimit") {

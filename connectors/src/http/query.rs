@@ -31,7 +31,7 @@ pub async fn query_post(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let body = read_body(&headers, body, state.config.max_request_bytes).await?;
+    let body = read_body(&headers, body, &state.config).await?;
     let mut params = if body.iter().all(u8::is_ascii_whitespace) {
         QueryParams {
             db: None,

@@ -76,7 +76,7 @@ async fn write(
     options: WriteOptions,
     dialect: Dialect,
 ) -> Result<Response, ApiError> {
-    let body = read_body(headers, body, state.config.max_request_bytes).await?;
+    let body = read_body(headers, body, &state.config).await?;
     let metrics = state.node.metrics();
     metrics.write_bytes.inc_by(body.len() as u64);
     let outcome = write_lp(&state.node, db, &body, &options)
