@@ -438,3 +438,53 @@ fn every_log_line_of_a_request_carries_its_id() {
     );
     assert_eq!(query.last().unwrap()["fields"]["status"], 400);
 }
+
+#[test]
+fn the_node_writes_its_own_metrics_into_internal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(tmp.path(), &["--internal-metrics-secs", "1"]);
+    for i in 0..3 {
+        assert_eq!(s.write_v3("m", &format!("cpu v={i} {i}")).0, 204);
+    }
+    assert_eq!(s.write_v3("m", "cpu v=\"x\" 9").0, 400);
+    // Within a few ticks the counters show the writes above.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (status, body) = s.query_raw(
+            "_internal",
+            "SELECT max(requests_total) AS r, max(lines_total) AS l FROM write",
+            "json",
+        );
+        if status == 200 {
+            let rows: Vec<serde_json::Value> = serde_json::from_slice(&body).unwrap();
+            if rows[0]["r"].as_f64().unwrap_or(0.0) >= 4.0 {
+                assert!(rows[0]["l"].as_f64().unwrap() >= 3.0, "{rows:?}");
+                break;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no self-metrics: {status} {}",
+            String::from_utf8_lossy(&body)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    // Labels are tags; histograms keep their sum and count.
+    let errors = s.query(
+        "_internal",
+        "SELECT max(errors_total) AS n FROM write WHERE kind = 'bad_lines'",
+    );
+    assert_eq!(errors[0]["n"], 1.0);
+    let columns = s.query(
+        "_internal",
+        "SELECT column_name FROM information_schema.columns WHERE table_name = 'log' \
+         AND column_name LIKE 'fsync_duration%' ORDER BY column_name",
+    );
+    assert_eq!(
+        columns,
+        vec![
+            serde_json::json!({"column_name": "fsync_duration_seconds_count"}),
+            serde_json::json!({"column_name": "fsync_duration_seconds_sum"}),
+        ]
+    );
+}

@@ -3,11 +3,13 @@
 //! `line_protocol` turns InfluxDB line protocol into validated Arrow batches; `write` is the
 //! one routine that takes a body into a node; `http` serves the write, query and health
 //! endpoints over axum; `import` reads line protocol, CSV and Parquet files into batches of
-//! line protocol for `tidemark import`.
+//! line protocol for `tidemark import`; `internal` writes the node's own metrics into its
+//! `_internal` database.
 
 mod error;
 pub mod http;
 pub mod import;
+pub mod internal;
 pub mod line_protocol;
 pub mod tsbs;
 pub mod write;

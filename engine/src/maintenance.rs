@@ -162,7 +162,7 @@ pub fn collect_orphans(data_dir: &Path, store: &CatalogStore) -> Result<()> {
     if removed > 0 {
         tracing::warn!(
             files = removed,
-            "removed files of operations that never committed"
+            "removed files no committed catalog entry owns (written by an interrupted persist or compaction, or replaced by a compaction before a crash)"
         );
     }
     Ok(())

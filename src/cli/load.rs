@@ -119,6 +119,10 @@ pub struct WriteArgs {
     /// Write a JSON report here too.
     #[arg(long)]
     report: Option<std::path::PathBuf>,
+    /// Append the row range of every acknowledged batch here (`FIRST END` per line,
+    /// END exclusive), written as each acknowledgement arrives: what a crash test checks.
+    #[arg(long)]
+    ack_log: Option<std::path::PathBuf>,
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
@@ -252,6 +256,16 @@ fn write(args: WriteArgs) -> anyhow::Result<ExitCode> {
         .timeout(Duration::from_secs(120))
         .build()?;
     let batches = total.div_ceil(args.batch_size);
+    let ack_log = match &args.ack_log {
+        Some(path) => Some(Mutex::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("cannot open the ack log {}", path.display()))?,
+        )),
+        None => None,
+    };
     let next = AtomicU64::new(0);
     let shared = Shared::default();
     let bar = progress_bar(total, args.quiet, "rows");
@@ -272,9 +286,16 @@ fn write(args: WriteArgs) -> anyhow::Result<ExitCode> {
                     let rows = b * args.batch_size..((b + 1) * args.batch_size).min(total);
                     let n = rows.end - rows.start;
                     body.clear();
-                    let values = generator.write_rows(&mut body, rows);
+                    let values = generator.write_rows(&mut body, rows.clone());
                     match send_batch(&client, &url, &body, &args, &shared, &mut latencies) {
                         Ok(()) => {
+                            if let Some(log) = &ack_log {
+                                // One write per line: whole lines even if we are killed.
+                                let line = format!("{} {}\n", rows.start, rows.end);
+                                if let Err(e) = log.lock().write_all(line.as_bytes()) {
+                                    shared.error(format!("ack log: {e}"));
+                                }
+                            }
                             shared.rows.fetch_add(n, Ordering::Relaxed);
                             shared.values.fetch_add(values, Ordering::Relaxed);
                         }

@@ -109,6 +109,10 @@ pub struct ServeArgs {
     /// Rows a compaction merges per batch (its memory is about this times the inputs).
     #[arg(long, env = "TIDEMARK_COMPACTION_BATCH_ROWS", default_value_t = 8192)]
     pub compaction_batch_rows: usize,
+    /// Write the node's own metrics into the `_internal` database every this many
+    /// seconds (0: off).
+    #[arg(long, env = "TIDEMARK_INTERNAL_METRICS_SECS", default_value_t = 0)]
+    internal_metrics_secs: u64,
     /// Log output format.
     #[arg(long, env = "TIDEMARK_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -180,6 +184,13 @@ async fn serve_main(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("opening data directory {}", data_dir.display()))?;
     let node = Arc::new(node);
     let (stop_background, stop_rx) = tokio::sync::watch::channel(false);
+    let self_metrics = (args.internal_metrics_secs > 0).then(|| {
+        tokio::spawn(tidemark_connectors::internal::run_self_metrics(
+            Arc::clone(&node),
+            Duration::from_secs(args.internal_metrics_secs),
+            stop_rx.clone(),
+        ))
+    });
     let background = tokio::spawn(Arc::clone(&node).run_background(stop_rx));
 
     let listener = tokio::net::TcpListener::bind(&args.http_bind)
@@ -208,6 +219,9 @@ async fn serve_main(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .context("serving HTTP")?;
     tracing::info!("HTTP stopped; persisting the buffer and syncing the log");
     let _ = stop_background.send(true);
+    if let Some(task) = self_metrics {
+        let _ = task.await;
+    }
     if let Err(e) = background.await {
         tracing::error!(error = %e, "background task failed");
     }
