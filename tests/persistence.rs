@@ -221,3 +221,28 @@ fn drop_table_and_database_remove_data_and_files() {
     let (st, _) = s.query_raw("db", "SELECT 1", "json");
     assert_eq!(st, 404, "a dropped database stays dropped");
 }
+
+/// The default data directory is relative (`./tidemark-data`): persisted files must be
+/// found by queries all the same.
+#[test]
+fn a_relative_data_dir_serves_its_parquet_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start_in(tmp.path(), "rel-data", &["--snapshot-age-secs", "1"]);
+    assert_eq!(s.write_v3("m", "cpu,host=a v=1 1\ncpu,host=b v=2 2").0, 204);
+    wait_until("the rows are persisted", || {
+        let files = s.query("m", "SELECT count(*) AS n FROM system.files");
+        files[0]["n"].as_i64().unwrap_or(0) > 0
+            && s.query("m", "SELECT sum(buffered_rows) AS r FROM system.tables")[0]["r"]
+                .as_i64()
+                .unwrap_or(1)
+                == 0
+    });
+    assert_eq!(
+        s.query("m", "SELECT host, v FROM cpu ORDER BY host"),
+        vec![
+            serde_json::json!({"host": "a", "v": 1.0}),
+            serde_json::json!({"host": "b", "v": 2.0})
+        ]
+    );
+    assert!(tmp.path().join("rel-data/tables").is_dir());
+}

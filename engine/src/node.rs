@@ -144,7 +144,12 @@ impl Node {
     /// # Errors
     /// I/O errors, and corrupt logs or catalog (the node refuses to start rather than skip
     /// data).
-    pub fn open(config: NodeConfig) -> Result<Self> {
+    pub fn open(mut config: NodeConfig) -> Result<Self> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| io(&config.data_dir, e))?;
+        // Queries read Parquet through an object store that takes absolute paths only: a
+        // relative data directory (the default `./tidemark-data`) would be looked up from `/`.
+        config.data_dir =
+            std::fs::canonicalize(&config.data_dir).map_err(|e| io(&config.data_dir, e))?;
         let log_root = config.data_dir.join("log");
         std::fs::create_dir_all(&log_root).map_err(|e| io(&log_root, e))?;
         let store = Arc::new(CatalogStore::open(&config.data_dir.join("catalog"))?);

@@ -33,7 +33,26 @@ impl Server {
 
     /// Starts a server on `data_dir` (kept or fresh) with extra environment variables.
     pub fn start_env(data_dir: PathBuf, extra: Vec<String>, env: &[(&str, &str)]) -> Server {
-        let mut child = Command::new(BIN)
+        Self::spawn(data_dir, extra, env, None)
+    }
+
+    /// Starts a server in the working directory `cwd`, where `data_dir` may be relative.
+    pub fn start_in(cwd: &Path, data_dir: &str, extra: &[&str]) -> Server {
+        let extra = extra.iter().map(|s| s.to_string()).collect();
+        Self::spawn(PathBuf::from(data_dir), extra, &[], Some(cwd))
+    }
+
+    fn spawn(
+        data_dir: PathBuf,
+        extra: Vec<String>,
+        env: &[(&str, &str)],
+        cwd: Option<&Path>,
+    ) -> Server {
+        let mut command = Command::new(BIN);
+        if let Some(cwd) = cwd {
+            command.current_dir(cwd);
+        }
+        let mut child = command
             .arg("serve")
             .arg("--data-dir")
             .arg(&data_dir)
