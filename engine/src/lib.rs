@@ -1,12 +1,15 @@
 //! tidemark-engine: the [`Node`] that wires storage and query together.
 //!
-//! Topologies, the scheduler and the cluster will live here too; today the crate holds the
-//! node's write path (validate -> log -> buffer) and its query entry point.
+//! The crate holds the node's write path (validate -> log -> buffer), its query entry
+//! point, maintenance (persist, compaction, retention) and metrics; `topology` reads,
+//! validates and plans YAML dataflow topologies (running them comes next). The cluster
+//! will live here too.
 
 pub mod error;
 pub mod maintenance;
 pub mod metrics;
 pub mod node;
+pub mod topology;
 
 pub use error::{Error, Result};
 pub use maintenance::MaintenanceConfig;

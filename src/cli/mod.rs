@@ -7,6 +7,7 @@ mod load;
 mod post;
 mod query;
 mod serve;
+mod topology;
 mod write;
 
 use clap::{Parser, Subcommand};
@@ -40,6 +41,9 @@ enum Command {
     Delete(admin::DeleteArgs),
     /// Import line protocol, CSV and Parquet files (gzip too) into a database.
     Import(import::ImportArgs),
+    /// Validate and explain dataflow topologies defined in YAML.
+    #[command(subcommand)]
+    Topology(topology::TopologyCommand),
     /// Generate TSBS-style load (writes or queries) and report throughput and latency.
     #[command(subcommand)]
     Load(load::LoadCommand),
@@ -72,6 +76,7 @@ pub fn run() -> std::process::ExitCode {
         Command::Delete(args) => admin::delete(args),
         Command::Import(args) => import::run(args),
         Command::Load(cmd) => load::run(cmd),
+        Command::Topology(cmd) => topology::run(cmd),
     };
     match result {
         Ok(code) => code,

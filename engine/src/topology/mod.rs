@@ -1,0 +1,37 @@
+//! Dataflow topologies defined in YAML.
+//!
+//! `spec` reads the YAML (keeping every part's line and column), `validate` checks the
+//! graph and follows schemas and event time through it, and `plan` turns a valid
+//! topology into its physical plan (chains, shuffles, parallelism) and explains it.
+//! Running topologies (the scheduler, operators, sources and sinks) is not built yet.
+
+pub mod plan;
+pub mod spec;
+pub mod validate;
+
+pub use plan::{PhysicalPlan, explain, plan};
+pub use spec::{Loc, Problem, Spec, parse};
+pub use validate::{NoTables, TableSchemas, Validated, validate};
+
+/// Reads and validates a topology file's text.
+///
+/// # Errors
+/// Every problem found, sorted by place.
+pub async fn load(text: &str, tables: &dyn TableSchemas) -> Result<Validated, Vec<Problem>> {
+    let (spec, mut problems) = parse(text);
+    problems = spec::sorted(problems);
+    let Some(spec) = spec else {
+        return Err(problems);
+    };
+    match validate(spec, tables).await {
+        Ok(v) if problems.is_empty() => Ok(v),
+        Ok(_) => Err(problems),
+        Err(more) => {
+            problems.extend(more);
+            Err(spec::sorted(problems))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

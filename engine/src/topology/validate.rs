@@ -1,0 +1,706 @@
+//! Checks a [`Spec`] as a graph and follows schemas through it.
+//!
+//! Graph checks: duplicate names, inputs that name nothing (or a named output a node does
+//! not have), sources with inputs, transforms and sinks without, sinks used as inputs,
+//! joins without exactly two inputs, and cycles. Then, in topological order, every node's
+//! output schema and event-time column are derived from its inputs: sources from their
+//! kind (or the table's schema when a [`TableSchemas`] knows it), `sql` by planning the
+//! statement with DataFusion over an empty `input` table, windows from their keys and
+//! aggregates. Unknown columns, aggregates over columns of the wrong type, windows and
+//! joins without event time, unions of different schemas and sinks whose rows do not fit
+//! their table are reported where they are written. Every problem is reported, not just
+//! the first.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::datasource::MemTable;
+use datafusion::prelude::SessionContext;
+
+use super::spec::{AggFunc, GeneratorKind, Kind, Loc, NodeSpec, Problem, Role, Spec};
+
+/// Where table schemas come from: the node's catalog when a topology is deployed, nothing
+/// when a file is validated on its own (checks that need a table's schema are skipped).
+pub trait TableSchemas {
+    fn table_schema(&self, database: &str, table: &str) -> Option<SchemaRef>;
+}
+
+/// No tables known.
+pub struct NoTables;
+
+impl TableSchemas for NoTables {
+    fn table_schema(&self, _: &str, _: &str) -> Option<SchemaRef> {
+        None
+    }
+}
+
+/// What validation learned about one node.
+#[derive(Debug, Clone)]
+pub struct NodeInfo {
+    /// `None` when it cannot be known (a table stream of a table that does not exist yet,
+    /// a file source, or a node downstream of one).
+    pub schema: Option<SchemaRef>,
+    pub event_time: Option<String>,
+}
+
+/// A topology that passed validation: the spec, its nodes in topological order, and
+/// what is known about each.
+#[derive(Debug, Clone)]
+pub struct Validated {
+    pub spec: Spec,
+    /// Indexes into `spec.nodes`, every node after its inputs.
+    pub order: Vec<usize>,
+    pub info: Vec<NodeInfo>,
+}
+
+fn time_type() -> DataType {
+    DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into()))
+}
+
+fn schema_of(fields: &[(&str, DataType)]) -> SchemaRef {
+    Arc::new(Schema::new(
+        fields
+            .iter()
+            .map(|(n, t)| Field::new(*n, t.clone(), *n != "time" && *n != "date_time"))
+            .collect::<Vec<_>>(),
+    ))
+}
+
+/// The rows a generator makes.
+pub fn generator_schema(kind: GeneratorKind) -> SchemaRef {
+    use DataType::{Int64, Utf8};
+    match kind {
+        GeneratorKind::Sequence => schema_of(&[("value", Int64), ("time", time_type())]),
+        GeneratorKind::Bids => schema_of(&[
+            ("auction", Int64),
+            ("bidder", Int64),
+            ("price", Int64),
+            ("channel", Utf8),
+            ("url", Utf8),
+            ("date_time", time_type()),
+            ("extra", Utf8),
+        ]),
+        GeneratorKind::Auctions => schema_of(&[
+            ("id", Int64),
+            ("item_name", Utf8),
+            ("description", Utf8),
+            ("initial_bid", Int64),
+            ("reserve", Int64),
+            ("date_time", time_type()),
+            ("expires", time_type()),
+            ("seller", Int64),
+            ("category", Int64),
+            ("extra", Utf8),
+        ]),
+        GeneratorKind::Persons => schema_of(&[
+            ("id", Int64),
+            ("name", Utf8),
+            ("email_address", Utf8),
+            ("credit_card", Utf8),
+            ("city", Utf8),
+            ("state", Utf8),
+            ("date_time", time_type()),
+            ("extra", Utf8),
+        ]),
+    }
+}
+
+fn is_numeric(t: &DataType) -> bool {
+    t.is_integer() || t.is_floating()
+}
+
+fn is_time(t: &DataType) -> bool {
+    matches!(t, DataType::Timestamp(_, _))
+}
+
+/// The value type of a column as a tag or field would hold it (dictionaries read as
+/// their values).
+fn value_type(t: &DataType) -> &DataType {
+    match t {
+        DataType::Dictionary(_, v) => v,
+        t => t,
+    }
+}
+
+struct Checker {
+    problems: Vec<Problem>,
+}
+
+impl Checker {
+    fn problem(&mut self, loc: Loc, node: &NodeSpec, message: impl Into<String>) {
+        self.problems.push(Problem {
+            loc,
+            path: node.path(),
+            message: message.into(),
+        });
+    }
+
+    /// Reports a column `schema` lacks, naming the ones it has.
+    fn need_column(
+        &mut self,
+        schema: &Schema,
+        name: &str,
+        loc: Loc,
+        node: &NodeSpec,
+    ) -> Option<DataType> {
+        match schema.field_with_name(name) {
+            Ok(f) => Some(f.data_type().clone()),
+            Err(_) => {
+                let have: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+                self.problem(
+                    loc,
+                    node,
+                    format!("unknown column {name:?}; the input has {}", have.join(", ")),
+                );
+                None
+            }
+        }
+    }
+}
+
+/// Named outputs besides the main one.
+fn named_outputs(kind: &Kind) -> &'static [&'static str] {
+    match kind {
+        Kind::Window(_) => &["late"],
+        _ => &[],
+    }
+}
+
+/// Validates `spec`; `Err` holds every problem, sorted by place.
+pub async fn validate(spec: Spec, tables: &dyn TableSchemas) -> Result<Validated, Vec<Problem>> {
+    let mut c = Checker {
+        problems: Vec::new(),
+    };
+    let index: HashMap<&str, usize> = {
+        let mut index = HashMap::new();
+        for (i, n) in spec.nodes.iter().enumerate() {
+            if let Some(&first) = index.get(n.name.as_str()) {
+                let first: &NodeSpec = &spec.nodes[first];
+                c.problem(
+                    n.loc,
+                    n,
+                    format!("the name {:?} is already used by {}", n.name, first.path()),
+                );
+            } else {
+                index.insert(n.name.as_str(), i);
+            }
+        }
+        index
+    };
+
+    // Edges, checked.
+    let mut inputs: Vec<Vec<usize>> = vec![Vec::new(); spec.nodes.len()];
+    for (i, n) in spec.nodes.iter().enumerate() {
+        match n.role {
+            Role::Source if !n.inputs.is_empty() => {
+                c.problem(n.inputs[0].loc, n, "a source takes no inputs");
+            }
+            Role::Transform | Role::Sink if n.inputs.is_empty() => {
+                c.problem(
+                    n.loc,
+                    n,
+                    "missing \"inputs\": the nodes whose rows this one takes",
+                );
+            }
+            _ => {}
+        }
+        for input in &n.inputs {
+            let Some(&j) = index.get(input.node.as_str()) else {
+                if spec.broken.contains(&input.node) {
+                    continue;
+                }
+                let names: Vec<&str> = spec
+                    .nodes
+                    .iter()
+                    .filter(|m| m.role != Role::Sink)
+                    .map(|m| m.name.as_str())
+                    .collect();
+                c.problem(
+                    input.loc,
+                    n,
+                    format!(
+                        "unknown input {:?}; the sources and transforms are {}",
+                        input.node,
+                        names.join(", ")
+                    ),
+                );
+                continue;
+            };
+            let from = &spec.nodes[j];
+            if from.role == Role::Sink {
+                c.problem(
+                    input.loc,
+                    n,
+                    format!("{:?} is a sink: it has no output to read", input.node),
+                );
+                continue;
+            }
+            if let Some(output) = &input.output {
+                let outputs = named_outputs(&from.kind);
+                if !outputs.contains(&output.as_str()) {
+                    c.problem(
+                        input.loc,
+                        n,
+                        if outputs.is_empty() {
+                            format!(
+                                "{:?} ({}) has no named output {output:?}",
+                                from.name,
+                                from.kind.type_name()
+                            )
+                        } else {
+                            format!(
+                                "{:?} has no output {output:?}; it has {}",
+                                from.name,
+                                outputs.join(", ")
+                            )
+                        },
+                    );
+                    continue;
+                }
+            }
+            inputs[i].push(j);
+        }
+        match &n.kind {
+            Kind::Join { .. } if n.inputs.len() != 2 => {
+                c.problem(
+                    n.loc,
+                    n,
+                    format!("a join takes exactly two inputs, not {}", n.inputs.len()),
+                );
+            }
+            Kind::Union if n.inputs.len() < 2 => {
+                c.problem(n.loc, n, "a union takes two inputs or more");
+            }
+            Kind::Sql { .. } | Kind::Window(_) | Kind::KeyBy { .. } | Kind::Dedup { .. }
+                if n.inputs.len() > 1 =>
+            {
+                c.problem(
+                    n.inputs[1].loc,
+                    n,
+                    format!(
+                        "{} takes one input; put a union before it",
+                        n.kind.type_name()
+                    ),
+                );
+            }
+            _ => {}
+        }
+    }
+
+    // Topological order (Kahn); what is left over is on a cycle.
+    let mut pending: Vec<usize> = inputs.iter().map(Vec::len).collect();
+    let mut consumers: Vec<Vec<usize>> = vec![Vec::new(); spec.nodes.len()];
+    for (i, ins) in inputs.iter().enumerate() {
+        for &j in ins {
+            consumers[j].push(i);
+        }
+    }
+    let mut order: Vec<usize> = (0..spec.nodes.len()).filter(|&i| pending[i] == 0).collect();
+    let mut k = 0;
+    while k < order.len() {
+        let i = order[k];
+        k += 1;
+        for &m in &consumers[i] {
+            pending[m] -= 1;
+            if pending[m] == 0 {
+                order.push(m);
+            }
+        }
+    }
+    if order.len() < spec.nodes.len() {
+        let placed: HashSet<usize> = order.iter().copied().collect();
+        // Unplaced nodes are on a cycle or downstream of one; peel off the downstream ones
+        // (those none of the remaining nodes read from).
+        let mut on_cycle: Vec<usize> = (0..spec.nodes.len())
+            .filter(|i| !placed.contains(i))
+            .collect();
+        loop {
+            let before = on_cycle.len();
+            let remaining = on_cycle.clone();
+            on_cycle.retain(|&i| consumers[i].iter().any(|m| remaining.contains(m)));
+            if on_cycle.len() == before {
+                break;
+            }
+        }
+        let names: Vec<&str> = on_cycle
+            .iter()
+            .map(|&i| spec.nodes[i].name.as_str())
+            .collect();
+        let first = &spec.nodes[on_cycle[0]];
+        c.problem(
+            first.loc,
+            first,
+            format!("a cycle: {} read from each other", names.join(", ")),
+        );
+    }
+
+    // Schemas, in order.
+    let mut info: Vec<NodeInfo> = vec![
+        NodeInfo {
+            schema: None,
+            event_time: None,
+        };
+        spec.nodes.len()
+    ];
+    for &i in &order {
+        let n = &spec.nodes[i];
+        let ins: Vec<&NodeInfo> = inputs[i].iter().map(|&j| &info[j]).collect();
+        let derived = derive(&mut c, n, &ins, tables).await;
+        info[i] = derived;
+    }
+    if c.problems.is_empty() {
+        Ok(Validated { spec, order, info })
+    } else {
+        Err(super::spec::sorted(c.problems))
+    }
+}
+
+async fn derive(
+    c: &mut Checker,
+    n: &NodeSpec,
+    ins: &[&NodeInfo],
+    tables: &dyn TableSchemas,
+) -> NodeInfo {
+    let first = ins.first().copied().cloned().unwrap_or(NodeInfo {
+        schema: None,
+        event_time: None,
+    });
+    let pass = first.clone();
+    match &n.kind {
+        Kind::Generator { generator, .. } => source_info(c, n, Some(generator_schema(*generator))),
+        Kind::TableStream {
+            database, table, ..
+        } => source_info(c, n, tables.table_schema(database, table)),
+        Kind::FileSource { .. } => source_info(c, n, None),
+        Kind::Sql { sql, loc } => {
+            let Some(schema) = first.schema else {
+                return NodeInfo {
+                    schema: None,
+                    event_time: None,
+                };
+            };
+            match plan_sql(&schema, sql).await {
+                Ok(out) => {
+                    let event_time = first
+                        .event_time
+                        .filter(|t| out.field_with_name(t).is_ok_and(|f| is_time(f.data_type())));
+                    NodeInfo {
+                        schema: Some(out),
+                        event_time,
+                    }
+                }
+                Err(e) => {
+                    c.problem(
+                        *loc,
+                        n,
+                        format!("the SQL does not plan over its input: {e}"),
+                    );
+                    NodeInfo {
+                        schema: None,
+                        event_time: None,
+                    }
+                }
+            }
+        }
+        Kind::KeyBy { columns } => {
+            if let Some(schema) = &first.schema {
+                for col in columns {
+                    c.need_column(schema, &col.name, col.loc, n);
+                }
+            }
+            pass
+        }
+        Kind::Dedup { key, .. } => {
+            if let Some(schema) = &first.schema {
+                for col in key {
+                    c.need_column(schema, &col.name, col.loc, n);
+                }
+            }
+            if first.event_time.is_none() && first.schema.is_some() {
+                c.problem(
+                    n.loc,
+                    n,
+                    "dedup within a time span needs event time: set event_time on the source",
+                );
+            }
+            pass
+        }
+        Kind::Union => {
+            let schemas: Vec<&SchemaRef> = ins.iter().filter_map(|i| i.schema.as_ref()).collect();
+            if let Some(s0) = schemas.first() {
+                for (k, s) in schemas.iter().enumerate().skip(1) {
+                    if !same_columns(s0, s) {
+                        c.problem(
+                            n.inputs.get(k).map_or(n.loc, |i| i.loc),
+                            n,
+                            format!(
+                                "a union's inputs must have the same columns: {} has ({}), {} has ({})",
+                                n.inputs[0], describe(s0), n.inputs[k], describe(s)
+                            ),
+                        );
+                    }
+                }
+            }
+            let event_times: HashSet<&Option<String>> = ins.iter().map(|i| &i.event_time).collect();
+            NodeInfo {
+                schema: if schemas.len() == ins.len() {
+                    first.schema
+                } else {
+                    None
+                },
+                event_time: if event_times.len() == 1 {
+                    first.event_time
+                } else {
+                    None
+                },
+            }
+        }
+        Kind::Join { on, .. } => {
+            let (Some(left), Some(right)) = (ins.first(), ins.get(1)) else {
+                return NodeInfo {
+                    schema: None,
+                    event_time: None,
+                };
+            };
+            for (side, info) in [("left", left), ("right", right)] {
+                if info.schema.is_some() && info.event_time.is_none() {
+                    c.problem(n.loc, n, format!("an interval join needs event time on both inputs; the {side} one has none"));
+                }
+            }
+            let (Some(ls), Some(rs)) = (&left.schema, &right.schema) else {
+                return NodeInfo {
+                    schema: None,
+                    event_time: left.event_time.clone(),
+                };
+            };
+            for col in on {
+                let lt = c.need_column(ls, &col.name, col.loc, n);
+                let rt = c.need_column(rs, &col.name, col.loc, n);
+                if let (Some(lt), Some(rt)) = (lt, rt)
+                    && value_type(&lt) != value_type(&rt)
+                {
+                    c.problem(
+                        col.loc,
+                        n,
+                        format!(
+                            "join key {:?} is {lt} on the left and {rt} on the right",
+                            col.name
+                        ),
+                    );
+                }
+            }
+            let keys: HashSet<&str> = on.iter().map(|k| k.name.as_str()).collect();
+            let mut fields: Vec<Field> = ls.fields().iter().map(|f| f.as_ref().clone()).collect();
+            for f in rs.fields() {
+                if keys.contains(f.name().as_str()) {
+                    continue;
+                }
+                let name = if ls.field_with_name(f.name()).is_ok() {
+                    format!("{}_right", f.name())
+                } else {
+                    f.name().clone()
+                };
+                fields.push(f.as_ref().clone().with_name(name));
+            }
+            NodeInfo {
+                schema: Some(Arc::new(Schema::new(fields))),
+                event_time: left.event_time.clone(),
+            }
+        }
+        Kind::Window(w) => {
+            let Some(schema) = first.schema else {
+                return NodeInfo {
+                    schema: None,
+                    event_time: Some("window_end".into()),
+                };
+            };
+            if first.event_time.is_none() {
+                c.problem(
+                    n.loc,
+                    n,
+                    "a window needs event time: set event_time on the source, and keep that column (as a timestamp) through every sql transform before the window",
+                );
+            }
+            let mut fields = Vec::new();
+            for key in &w.key_by {
+                if let Some(t) = c.need_column(&schema, &key.name, key.loc, n) {
+                    fields.push(Field::new(&key.name, t, true));
+                }
+            }
+            fields.push(Field::new("window_start", time_type(), false));
+            fields.push(Field::new("window_end", time_type(), false));
+            for agg in &w.aggregates {
+                let input = match &agg.column {
+                    Some(col) => match c.need_column(&schema, col, agg.loc, n) {
+                        Some(t) => Some(t),
+                        None => continue,
+                    },
+                    None => None,
+                };
+                let out = match (agg.func, input.as_ref().map(value_type)) {
+                    (AggFunc::Count, _) => Some(DataType::Int64),
+                    (AggFunc::Sum, Some(t)) if t.is_signed_integer() => Some(DataType::Int64),
+                    (AggFunc::Sum, Some(t)) if t.is_unsigned_integer() => Some(DataType::UInt64),
+                    (AggFunc::Sum | AggFunc::Avg | AggFunc::Percentile(_), Some(t))
+                        if is_numeric(t) =>
+                    {
+                        Some(DataType::Float64)
+                    }
+                    (AggFunc::Min | AggFunc::Max | AggFunc::First | AggFunc::Last, Some(t)) => {
+                        Some(t.clone())
+                    }
+                    (f, t) => {
+                        c.problem(
+                            agg.loc,
+                            n,
+                            format!(
+                                "{}({}) needs a numeric column; {:?} is {}",
+                                f.name(),
+                                agg.column.as_deref().unwrap_or("*"),
+                                agg.column.as_deref().unwrap_or("*"),
+                                t.map_or("missing".to_string(), ToString::to_string)
+                            ),
+                        );
+                        None
+                    }
+                };
+                if let Some(t) = out {
+                    if fields.iter().any(|f| f.name() == &agg.output) {
+                        c.problem(
+                            agg.loc,
+                            n,
+                            format!("{:?} is already an output column", agg.output),
+                        );
+                    }
+                    fields.push(Field::new(&agg.output, t, true));
+                }
+            }
+            NodeInfo {
+                schema: Some(Arc::new(Schema::new(fields))),
+                event_time: Some("window_end".into()),
+            }
+        }
+        Kind::TableSink { database, table } => {
+            if let Some(schema) = &first.schema {
+                check_table_sink(
+                    c,
+                    n,
+                    schema,
+                    first.event_time.as_deref(),
+                    tables.table_schema(database, table),
+                );
+            }
+            NodeInfo {
+                schema: None,
+                event_time: None,
+            }
+        }
+        Kind::FileSink { .. } | Kind::Stdout | Kind::Http { .. } => NodeInfo {
+            schema: None,
+            event_time: None,
+        },
+    }
+}
+
+fn source_info(c: &mut Checker, n: &NodeSpec, schema: Option<SchemaRef>) -> NodeInfo {
+    let event_time = n.event_time.as_ref().map(|t| t.name.clone());
+    if let (Some(schema), Some(t)) = (&schema, &n.event_time) {
+        match schema.field_with_name(&t.name) {
+            Ok(f) if is_time(f.data_type()) || f.data_type() == &DataType::Int64 => {}
+            Ok(f) => c.problem(
+                t.loc,
+                n,
+                format!(
+                    "event_time column {:?} is {}; expected a timestamp",
+                    t.name,
+                    f.data_type()
+                ),
+            ),
+            Err(_) => {
+                c.need_column(schema, &t.name, t.loc, n);
+            }
+        }
+    }
+    NodeInfo { schema, event_time }
+}
+
+fn same_columns(a: &Schema, b: &Schema) -> bool {
+    a.fields().len() == b.fields().len()
+        && a.fields().iter().zip(b.fields()).all(|(x, y)| {
+            x.name() == y.name() && value_type(x.data_type()) == value_type(y.data_type())
+        })
+}
+
+fn describe(s: &Schema) -> String {
+    s.fields()
+        .iter()
+        .map(|f| format!("{} {}", f.name(), f.data_type()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Plans `sql` over an empty table `input` of `schema` and returns its output schema.
+async fn plan_sql(schema: &SchemaRef, sql: &str) -> Result<SchemaRef, String> {
+    let ctx = SessionContext::new();
+    let table = MemTable::try_new(Arc::clone(schema), vec![vec![]]).map_err(|e| e.to_string())?;
+    ctx.register_table("input", Arc::new(table))
+        .map_err(|e| e.to_string())?;
+    let df = ctx.sql(sql).await.map_err(|e| e.to_string())?;
+    Ok(Arc::new(df.schema().as_arrow().clone()))
+}
+
+/// Rows written to a table must have a time and only columns line protocol can hold,
+/// typed as the table (when it exists) has them.
+fn check_table_sink(
+    c: &mut Checker,
+    n: &NodeSpec,
+    schema: &Schema,
+    event_time: Option<&str>,
+    table: Option<SchemaRef>,
+) {
+    let has_time = schema
+        .field_with_name("time")
+        .is_ok_and(|f| is_time(f.data_type()));
+    if !has_time && event_time.is_none() {
+        c.problem(
+            n.loc,
+            n,
+            "rows written to a table need a timestamp column named \"time\" (or event time)",
+        );
+    }
+    for f in schema.fields() {
+        let t = value_type(f.data_type());
+        if is_time(t) {
+            continue;
+        }
+        if !matches!(
+            t,
+            DataType::Utf8
+                | DataType::LargeUtf8
+                | DataType::Utf8View
+                | DataType::Float64
+                | DataType::Int64
+                | DataType::UInt64
+                | DataType::Boolean
+        ) {
+            c.problem(n.loc, n, format!("column {:?} is {t}, which a table cannot hold (cast it to DOUBLE, BIGINT, BIGINT UNSIGNED, VARCHAR or BOOLEAN in sql)", f.name()));
+            continue;
+        }
+        if let Some(table) = &table
+            && let Ok(existing) = table.field_with_name(f.name())
+        {
+            let want = value_type(existing.data_type());
+            let string = |t: &DataType| {
+                matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
+            };
+            if want != t && !(string(want) && string(t)) {
+                c.problem(
+                    n.loc,
+                    n,
+                    format!("column {:?} is {t} here but {want} in the table", f.name()),
+                );
+            }
+        }
+    }
+}
