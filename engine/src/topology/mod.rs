@@ -3,11 +3,16 @@
 //! `spec` reads the YAML (keeping every part's line and column), `validate` checks the
 //! graph and follows schemas and event time through it, and `plan` turns a valid
 //! topology into its physical plan (chains, shuffles, parallelism) and explains it.
-//! Running topologies (the scheduler, operators, sources and sinks) is not built yet.
+//! `run` executes a topology in this process (one task per node, bounded channels,
+//! watermarks), with `sql` compiling statements into per-batch expressions and `window`
+//! holding event-time window state. What can run today is listed in `run`.
 
 pub mod plan;
+pub mod run;
 pub mod spec;
+pub mod sql;
 pub mod validate;
+pub mod window;
 
 pub use plan::{PhysicalPlan, explain, plan};
 pub use spec::{Loc, Problem, Spec, parse};

@@ -233,6 +233,7 @@ pub fn describe(n: &NodeSpec) -> String {
         ),
         Kind::TableSink { database, table } => format!("table {database}.{table}"),
         Kind::Stdout => "stdout".to_string(),
+        Kind::Blackhole => "blackhole".to_string(),
         Kind::Http { url, .. } => format!("http POST {url}"),
     }
 }

@@ -257,6 +257,8 @@ pub enum Kind {
         format: FileFormat,
     },
     Stdout,
+    /// Counts and drops rows (for benchmarks).
+    Blackhole,
     Http {
         url: String,
         max_retries: u32,
@@ -278,6 +280,7 @@ impl Kind {
             Kind::Join { .. } => "join",
             Kind::TableSink { .. } => "table",
             Kind::Stdout => "stdout",
+            Kind::Blackhole => "blackhole",
             Kind::Http { .. } => "http",
         }
     }
@@ -316,6 +319,8 @@ pub struct NodeSpec {
     /// Sources: the column of event time.
     pub event_time: Option<Named>,
     pub watermark: Option<Watermark>,
+    /// File sources: rows per batch read (watermarks follow each batch).
+    pub batch_rows: Option<usize>,
     pub kind: Kind,
 }
 
@@ -729,7 +734,7 @@ fn read_node(
                 r.check_keys(
                     body,
                     path,
-                    &[COMMON, &source_keys, &["path", "format"]].concat(),
+                    &[COMMON, &source_keys, &["path", "format", "batch_rows"]].concat(),
                 );
             } else {
                 r.check_keys(body, path, &[COMMON, &["path", "format"][..]].concat());
@@ -861,6 +866,10 @@ fn read_node(
             r.check_keys(body, path, COMMON);
             Kind::Stdout
         }
+        (Role::Sink, "blackhole") => {
+            r.check_keys(body, path, COMMON);
+            Kind::Blackhole
+        }
         (Role::Sink, "http") => {
             r.check_keys(body, path, &[COMMON, &["url", "max_retries"][..]].concat());
             let url = r.required(body, loc, "url", path)?;
@@ -876,7 +885,7 @@ fn read_node(
             let expected = match role {
                 Role::Source => "generator, table_stream, file",
                 Role::Transform => "sql, window, key_by, union, dedup, join",
-                Role::Sink => "table, file, stdout, http",
+                Role::Sink => "table, file, stdout, blackhole, http",
             };
             r.problem(
                 type_loc,
@@ -939,6 +948,9 @@ fn read_node(
         parallelism_loc,
         event_time,
         watermark,
+        batch_rows: r
+            .number(body, "batch_rows", path)
+            .map(|n| n.max(1) as usize),
         kind,
     })
 }

@@ -127,7 +127,7 @@ fn unknown_keys_types_and_missing_fields() {
         &format!("{BIDS}sinks:\n  out: {{ inputs: [bids], type: kafka }}\n"),
         5,
         32,
-        "unknown sink type \"kafka\"; expected one of: table, file, stdout, http",
+        "unknown sink type \"kafka\"; expected one of: table, file, stdout, blackhole, http",
     );
     one(
         &format!("{BIDS}sinks:\n  out: {{ inputs: [bids], type: table, table: x }}\n"),

@@ -15,10 +15,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use datafusion::datasource::MemTable;
-use datafusion::prelude::SessionContext;
 
-use super::spec::{AggFunc, GeneratorKind, Kind, Loc, NodeSpec, Problem, Role, Spec};
+use super::spec::{AggFunc, FileFormat, GeneratorKind, Kind, Loc, NodeSpec, Problem, Role, Spec};
 
 /// Where table schemas come from: the node's catalog when a topology is deployed, nothing
 /// when a file is validated on its own (checks that need a table's schema are skipped).
@@ -372,7 +370,20 @@ async fn derive(
         Kind::TableStream {
             database, table, ..
         } => source_info(c, n, tables.table_schema(database, table)),
-        Kind::FileSource { .. } => source_info(c, n, None),
+        Kind::FileSource { path, format } => match file_schema(
+            path,
+            *format,
+            n.event_time.as_ref().map(|t| t.name.as_str()),
+        ) {
+            Ok(schema) => source_info(c, n, schema),
+            Err(e) => {
+                c.problem(n.loc, n, e);
+                NodeInfo {
+                    schema: None,
+                    event_time: None,
+                }
+            }
+        },
         Kind::Sql { sql, loc } => {
             let Some(schema) = first.schema else {
                 return NodeInfo {
@@ -380,7 +391,7 @@ async fn derive(
                     event_time: None,
                 };
             };
-            match plan_sql(&schema, sql).await {
+            match super::sql::compile(&schema, sql).await.map(|c| c.schema) {
                 Ok(out) => {
                     let event_time = first
                         .event_time
@@ -596,7 +607,7 @@ async fn derive(
                 event_time: None,
             }
         }
-        Kind::FileSink { .. } | Kind::Stdout | Kind::Http { .. } => NodeInfo {
+        Kind::FileSink { .. } | Kind::Stdout | Kind::Blackhole | Kind::Http { .. } => NodeInfo {
             schema: None,
             event_time: None,
         },
@@ -625,6 +636,48 @@ fn source_info(c: &mut Checker, n: &NodeSpec, schema: Option<SchemaRef>) -> Node
     NodeInfo { schema, event_time }
 }
 
+/// The columns of a file source, read from the file (jsonl and csv: the first 1,000
+/// rows); `None` for formats read only when running. A text event-time column is read as
+/// RFC 3339 timestamps.
+fn file_schema(
+    path: &str,
+    format: FileFormat,
+    event_time: Option<&str>,
+) -> Result<Option<SchemaRef>, String> {
+    let open = || {
+        std::fs::File::open(path)
+            .map(std::io::BufReader::new)
+            .map_err(|e| format!("cannot read {path}: {e}"))
+    };
+    let schema = match format {
+        FileFormat::Jsonl => {
+            arrow::json::reader::infer_json_schema_from_seekable(open()?, Some(1000))
+                .map(|(s, _)| s)
+                .map_err(|e| format!("cannot read {path} as JSON lines: {e}"))?
+        }
+        FileFormat::Csv => arrow::csv::reader::Format::default()
+            .with_header(true)
+            .infer_schema(open()?, Some(1000))
+            .map(|(s, _)| s)
+            .map_err(|e| format!("cannot read {path} as CSV: {e}"))?,
+        FileFormat::LineProtocol | FileFormat::Parquet => return Ok(None),
+    };
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            if Some(f.name().as_str()) == event_time
+                && matches!(f.data_type(), DataType::Utf8 | DataType::LargeUtf8)
+            {
+                f.as_ref().clone().with_data_type(time_type())
+            } else {
+                f.as_ref().clone()
+            }
+        })
+        .collect();
+    Ok(Some(Arc::new(Schema::new(fields))))
+}
+
 fn same_columns(a: &Schema, b: &Schema) -> bool {
     a.fields().len() == b.fields().len()
         && a.fields().iter().zip(b.fields()).all(|(x, y)| {
@@ -638,16 +691,6 @@ fn describe(s: &Schema) -> String {
         .map(|f| format!("{} {}", f.name(), f.data_type()))
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// Plans `sql` over an empty table `input` of `schema` and returns its output schema.
-async fn plan_sql(schema: &SchemaRef, sql: &str) -> Result<SchemaRef, String> {
-    let ctx = SessionContext::new();
-    let table = MemTable::try_new(Arc::clone(schema), vec![vec![]]).map_err(|e| e.to_string())?;
-    ctx.register_table("input", Arc::new(table))
-        .map_err(|e| e.to_string())?;
-    let df = ctx.sql(sql).await.map_err(|e| e.to_string())?;
-    Ok(Arc::new(df.schema().as_arrow().clone()))
 }
 
 /// Rows written to a table must have a time and only columns line protocol can hold,
