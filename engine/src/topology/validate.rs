@@ -439,15 +439,20 @@ async fn derive(
         }
         Kind::Union => {
             let schemas: Vec<&SchemaRef> = ins.iter().filter_map(|i| i.schema.as_ref()).collect();
-            if let Some(s0) = schemas.first() {
-                for (k, s) in schemas.iter().enumerate().skip(1) {
+            // Compared only when every input resolved and is known, so that the k-th
+            // schema is the k-th input's.
+            if schemas.len() == n.inputs.len()
+                && let (Some(s0), Some(first_input)) = (schemas.first(), n.inputs.first())
+            {
+                for (s, input) in schemas.iter().zip(&n.inputs).skip(1) {
                     if !same_columns(s0, s) {
                         c.problem(
-                            n.inputs.get(k).map_or(n.loc, |i| i.loc),
+                            input.loc,
                             n,
                             format!(
-                                "a union's inputs must have the same columns: {} has ({}), {} has ({})",
-                                n.inputs[0], describe(s0), n.inputs[k], describe(s)
+                                "a union's inputs must have the same columns: {first_input} has ({}), {input} has ({})",
+                                describe(s0),
+                                describe(s)
                             ),
                         );
                     }
