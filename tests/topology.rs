@@ -204,3 +204,19 @@ sinks:
         "{stderr}"
     );
 }
+
+#[test]
+fn run_refuses_an_idle_timeout_it_would_ignore() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("hot.yaml");
+    std::fs::write(&file, GOOD).unwrap();
+    let (ok, _, stderr) = run(&["topology", "run"], &file);
+    assert!(!ok);
+    assert!(
+        stderr.contains(&format!(
+            "{}:3:3: sources.bids: idle_timeout cannot run yet",
+            file.display()
+        )),
+        "{stderr}"
+    );
+}

@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -140,7 +140,7 @@ pub fn run(args: ImportArgs) -> anyhow::Result<ExitCode> {
     for (path, format) in args.files.iter().zip(&formats) {
         let mut o = options.clone();
         if *format != Format::LineProtocol && o.table_column.is_none() {
-            let table = o.table.clone().unwrap_or_else(|| file_table(path));
+            let table = o.table_for(path);
             for (name, kind) in existing_columns(&client, &base, &args.client.db, &table)? {
                 o.columns.entry(name).or_insert(kind);
             }
@@ -213,9 +213,9 @@ pub fn run(args: ImportArgs) -> anyhow::Result<ExitCode> {
 
     let url = format!("{base}/api/v3/write_lp");
     let mut fatal = None;
-    for work in rx {
+    for mut work in rx {
         let path = &args.files[work.file];
-        let mut rejected = work.batch.rejected.clone();
+        let mut rejected = std::mem::take(&mut work.batch.rejected);
         if !work.batch.lines.is_empty() {
             match send(&client, &url, &args, &work.batch, &mut totals) {
                 Ok((accepted, refused)) => {
@@ -330,17 +330,6 @@ fn options(args: &ImportArgs, precision: Precision) -> anyhow::Result<Options> {
     })
 }
 
-/// The table a CSV or Parquet file goes to without --table: its name up to the first dot.
-fn file_table(path: &Path) -> String {
-    path.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default()
-        .split('.')
-        .next()
-        .unwrap_or_default()
-        .to_string()
-}
-
 /// Tags and field types of `table` if it exists.
 fn existing_columns(
     client: &reqwest::blocking::Client,
@@ -401,14 +390,17 @@ fn send(
     } else {
         batch.body.clone().into_bytes()
     });
-    let full_url = format!(
-        "{url}?db={}&precision={}&accept_partial=true",
-        urlencode(&args.client.db),
-        batch.precision.name()
-    );
+    let full_url = reqwest::Url::parse_with_params(
+        url,
+        [
+            ("db", args.client.db.as_str()),
+            ("precision", batch.precision.name()),
+            ("accept_partial", "true"),
+        ],
+    )?;
     let result = post_retrying(
         client,
-        &full_url,
+        full_url.as_str(),
         &payload,
         args.gzip,
         args.retries,
@@ -470,17 +462,4 @@ fn send(
         }
         Err(r) => bail!("{}", r.kind()),
     }
-}
-
-/// Percent-encodes a query parameter value.
-fn urlencode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }

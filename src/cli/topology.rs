@@ -124,7 +124,7 @@ fn run_file(file: &std::path::Path, quiet: bool) -> anyhow::Result<ExitCode> {
             s.rows_in.load(Ordering::Relaxed),
             s.rows_out.load(Ordering::Relaxed),
             s.late_rows.load(Ordering::Relaxed),
-            if wm == 0 || wm == i64::MIN {
+            if wm == i64::MIN {
                 "-".to_string()
             } else {
                 chrono::DateTime::from_timestamp_nanos(wm).to_rfc3339()

@@ -61,22 +61,7 @@ impl CsvSource {
         if headers.iter().all(String::is_empty) {
             return Err(Error::input(path, "the file has no header row"));
         }
-        let find = |name: &str, what: &str, flag: &str| {
-            headers.iter().position(|h| h == name).ok_or_else(|| {
-                Error::input(
-                    path,
-                    format!(
-                        "no column named {name:?} for the {what} (set it with {flag}); the columns are {}",
-                        headers.join(", ")
-                    ),
-                )
-            })
-        };
-        let time = find(&options.time_column, "time", "--time-column")?;
-        let table_col = match &options.table_column {
-            Some(c) => Some(find(c, "table name", "--table-column")?),
-            None => None,
-        };
+        let (time, table_col) = super::time_and_table_columns(path, &headers, options)?;
         let roles = headers
             .iter()
             .enumerate()

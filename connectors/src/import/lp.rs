@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use super::{Batch, BatchLimits, Rejected, Source};
 use crate::Error;
-use crate::line_protocol::{LineParser, Precision};
+use crate::line_protocol::{LineParser, Precision, split_at_invalid_utf8};
 
 /// Bytes read from the file at a time.
 const READ_BYTES: usize = 1024 * 1024;
@@ -77,25 +77,8 @@ impl LpSource {
         let mut consumed = 0;
         let mut line_offset = 0u64;
         let mut rest = region;
-        // Text that is not UTF-8 is refused a physical line at a time; the valid text
-        // around it is parsed.
         while !rest.is_empty() {
-            let (text, bad_line) = match std::str::from_utf8(rest) {
-                Ok(text) => (text, None),
-                Err(e) => {
-                    let valid = e.valid_up_to();
-                    let line_begin = rest[..valid]
-                        .iter()
-                        .rposition(|&b| b == b'\n')
-                        .map_or(0, |i| i + 1);
-                    let line_end = rest[valid..]
-                        .iter()
-                        .position(|&b| b == b'\n')
-                        .map_or(rest.len(), |i| valid + i + 1);
-                    let head = std::str::from_utf8(&rest[..line_begin]).unwrap_or_default();
-                    (head, Some((line_begin, line_end)))
-                }
-            };
+            let (text, bad_line) = split_at_invalid_utf8(rest);
             let base = self.line_base + line_offset;
             let mut parser = LineParser::new(text);
             while let Some(parsed) = parser.next() {
@@ -117,18 +100,20 @@ impl LpSource {
             line_offset += text.bytes().filter(|&b| b == b'\n').count() as u64;
             match bad_line {
                 None => break,
-                Some((begin, line_end)) => {
+                Some(bad) => {
                     batch.rejected.append(&mut pending);
                     let location = self.line_base + line_offset;
-                    let line = String::from_utf8_lossy(&rest[begin..line_end]);
+                    let line = String::from_utf8_lossy(&rest[bad.begin..bad.end]);
                     batch.rejected.push(Rejected {
                         location,
-                        original: line.trim_end_matches(['\n', '\r']).to_string(),
-                        error: "line is not valid UTF-8".to_string(),
+                        original: line.trim_end_matches('\r').to_string(),
+                        error: bad.message(),
                     });
-                    consumed = offset_of_bytes(region, &rest[line_end..]);
+                    // Past the line and its newline.
+                    let next = (bad.end + 1).min(rest.len());
+                    consumed = offset_of_bytes(region, &rest[next..]);
                     line_offset += 1;
-                    rest = &rest[line_end..];
+                    rest = &rest[next..];
                 }
             }
         }

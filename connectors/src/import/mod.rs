@@ -119,8 +119,9 @@ impl Default for Options {
 }
 
 impl Options {
-    /// The table of a file's rows when there is no table column.
-    fn table_for(&self, path: &Path) -> String {
+    /// The table of a file's rows when there is no table column: `table`, else the file
+    /// name up to its first dot.
+    pub fn table_for(&self, path: &Path) -> String {
         if let Some(t) = &self.table {
             return t.clone();
         }
@@ -131,6 +132,31 @@ impl Options {
         // `cpu.csv.gz` -> `cpu`
         name.split('.').next().unwrap_or_default().to_string()
     }
+}
+
+/// Where the time column and the table column (if any) of a CSV or Parquet file are.
+fn time_and_table_columns(
+    path: &Path,
+    names: &[String],
+    options: &Options,
+) -> Result<(usize, Option<usize>), Error> {
+    let find = |name: &str, what: &str, flag: &str| {
+        names.iter().position(|n| n == name).ok_or_else(|| {
+            Error::input(
+                path,
+                format!(
+                    "no column named {name:?} for the {what} (set it with {flag}); the columns are {}",
+                    names.join(", ")
+                ),
+            )
+        })
+    };
+    let time = find(&options.time_column, "time", "--time-column")?;
+    let table = match &options.table_column {
+        Some(c) => Some(find(c, "table name", "--table-column")?),
+        None => None,
+    };
+    Ok((time, table))
 }
 
 /// A row the importer refused, or the server did.

@@ -80,22 +80,7 @@ impl ParquetSource {
             (reader, schema, rows, Some(len))
         };
         let names: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
-        let find = |name: &str, what: &str, flag: &str| {
-            names.iter().position(|n| n == name).ok_or_else(|| {
-                Error::input(
-                    path,
-                    format!(
-                        "no column named {name:?} for the {what} (set it with {flag}); the columns are {}",
-                        names.join(", ")
-                    ),
-                )
-            })
-        };
-        let time = find(&options.time_column, "time", "--time-column")?;
-        let table_col = match &options.table_column {
-            Some(c) => Some(find(c, "table name", "--table-column")?),
-            None => None,
-        };
+        let (time, table_col) = super::time_and_table_columns(path, &names, options)?;
         let mut roles = Vec::with_capacity(names.len());
         for (i, field) in schema.fields().iter().enumerate() {
             let name = field.name();

@@ -93,39 +93,69 @@ pub fn parse_into(
     };
     // Parse the longest valid UTF-8 prefix; report the line holding a bad byte; go on.
     while !rest.is_empty() {
-        match std::str::from_utf8(rest) {
-            Ok(text) => {
-                parse_str(text, line_offset, &settings, builder, &mut errors);
-                break;
-            }
-            Err(e) => {
-                let bad = e.valid_up_to();
-                let line_begin = rest[..bad]
-                    .iter()
-                    .rposition(|&b| b == b'\n')
-                    .map_or(0, |i| i + 1);
-                let line_end = rest[bad..]
-                    .iter()
-                    .position(|&b| b == b'\n')
-                    .map_or(rest.len(), |i| bad + i);
-                // Everything before the bad line is valid UTF-8.
-                let head = std::str::from_utf8(&rest[..line_begin]).unwrap_or_default();
-                let lines_in_head = head.bytes().filter(|&b| b == b'\n').count();
-                parse_str(head, line_offset, &settings, builder, &mut errors);
-                errors.push(LineError::new(
-                    line_offset + lines_in_head + 1,
-                    &String::from_utf8_lossy(&rest[line_begin..line_end]),
-                    format!(
-                        "line is not valid UTF-8 (bad byte at column {})",
-                        bad - line_begin + 1
-                    ),
-                ));
-                line_offset += lines_in_head + 1;
-                rest = rest.get(line_end + 1..).unwrap_or_default();
-            }
-        }
+        let (head, bad) = split_at_invalid_utf8(rest);
+        parse_str(head, line_offset, &settings, builder, &mut errors);
+        let Some(bad) = bad else {
+            break;
+        };
+        let lines_in_head = head.bytes().filter(|&b| b == b'\n').count();
+        errors.push(LineError::new(
+            line_offset + lines_in_head + 1,
+            &String::from_utf8_lossy(&rest[bad.begin..bad.end]),
+            bad.message(),
+        ));
+        line_offset += lines_in_head + 1;
+        rest = rest.get(bad.end + 1..).unwrap_or_default();
     }
     errors
+}
+
+/// The physical line holding the first byte that is not UTF-8.
+#[derive(Debug, Clone, Copy)]
+pub struct BadUtf8Line {
+    /// Where the line starts.
+    pub begin: usize,
+    /// Where it ends, before its newline (or at the end of the text).
+    pub end: usize,
+    /// 1-based column of the bad byte.
+    pub column: usize,
+}
+
+impl BadUtf8Line {
+    pub fn message(&self) -> String {
+        format!(
+            "line is not valid UTF-8 (bad byte at column {})",
+            self.column
+        )
+    }
+}
+
+/// Splits `bytes` into the valid UTF-8 text before the line with the first bad byte, and
+/// that line; the whole text and `None` when it is all valid. Line protocol text that is
+/// not UTF-8 is refused a physical line at a time, and the text around it parsed.
+pub fn split_at_invalid_utf8(bytes: &[u8]) -> (&str, Option<BadUtf8Line>) {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => (text, None),
+        Err(e) => {
+            let bad = e.valid_up_to();
+            let begin = bytes[..bad]
+                .iter()
+                .rposition(|&b| b == b'\n')
+                .map_or(0, |i| i + 1);
+            let end = bytes[bad..]
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(bytes.len(), |i| bad + i);
+            // Everything before the bad line is valid UTF-8.
+            let head = std::str::from_utf8(&bytes[..begin]).unwrap_or_default();
+            let line = BadUtf8Line {
+                begin,
+                end,
+                column: bad - begin + 1,
+            };
+            (head, Some(line))
+        }
+    }
 }
 
 /// What every line of one request is parsed with.

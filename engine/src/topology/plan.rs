@@ -135,6 +135,14 @@ fn duration(ns: i64) -> String {
     format!("{ns}ns")
 }
 
+/// `a, b, c`
+fn names(v: &[super::spec::Named]) -> String {
+    v.iter()
+        .map(|c| c.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// One line about what a node does.
 pub fn describe(n: &NodeSpec) -> String {
     match &n.kind {
@@ -190,13 +198,12 @@ pub fn describe(n: &NodeSpec) -> String {
                     )
                 })
                 .collect();
-            let keys: Vec<&str> = w.key_by.iter().map(|k| k.name.as_str()).collect();
             format!(
                 "window {shape}{}, {}{}",
-                if keys.is_empty() {
+                if w.key_by.is_empty() {
                     String::new()
                 } else {
-                    format!(" by {}", keys.join(", "))
+                    format!(" by {}", names(&w.key_by))
                 },
                 aggs.join(", "),
                 if w.allowed_lateness > 0 {
@@ -206,29 +213,14 @@ pub fn describe(n: &NodeSpec) -> String {
                 }
             )
         }
-        Kind::KeyBy { columns } => format!(
-            "key_by {}",
-            columns
-                .iter()
-                .map(|c| c.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
+        Kind::KeyBy { columns } => format!("key_by {}", names(columns)),
         Kind::Union => "union".to_string(),
-        Kind::Dedup { key, within } => format!(
-            "dedup by {} within {}",
-            key.iter()
-                .map(|c| c.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
-            duration(*within)
-        ),
+        Kind::Dedup { key, within } => {
+            format!("dedup by {} within {}", names(key), duration(*within))
+        }
         Kind::Join { on, within } => format!(
             "interval join on {} within {}",
-            on.iter()
-                .map(|c| c.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
+            names(on),
             duration(*within)
         ),
         Kind::TableSink { database, table } => format!("table {database}.{table}"),

@@ -41,13 +41,24 @@ const SOURCE_BATCH_ROWS: usize = 1024;
 pub const GENERATOR_EPOCH_NS: i64 = 1_767_225_600_000_000_000;
 
 /// Counters of one node, read while it runs.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct NodeStats {
     pub rows_in: AtomicU64,
     pub rows_out: AtomicU64,
     pub late_rows: AtomicU64,
     /// Last watermark passed on, ns (i64::MIN: none yet).
     pub watermark: std::sync::atomic::AtomicI64,
+}
+
+impl Default for NodeStats {
+    fn default() -> Self {
+        Self {
+            rows_in: AtomicU64::new(0),
+            rows_out: AtomicU64::new(0),
+            late_rows: AtomicU64::new(0),
+            watermark: std::sync::atomic::AtomicI64::new(i64::MIN),
+        }
+    }
 }
 
 /// Refuses what cannot run yet, naming the node.
@@ -58,6 +69,14 @@ pub fn check_runnable(v: &Validated) -> Result<(), Vec<Problem>> {
     let mut problems = Vec::new();
     for n in &v.spec.nodes {
         let why = match &n.kind {
+            Kind::Generator {
+                generator: GeneratorKind::Auctions | GeneratorKind::Persons,
+                ..
+            } => Some("the auctions and persons generators cannot run yet".to_string()),
+            _ if n.watermark.is_some_and(|w| w.idle_timeout.is_some()) => Some(
+                "idle_timeout cannot run yet (a source that goes quiet holds the watermark back)"
+                    .to_string(),
+            ),
             Kind::Generator { .. }
             | Kind::FileSource { .. }
             | Kind::Sql { .. }
@@ -256,6 +275,46 @@ impl Inputs {
     }
 }
 
+impl Inputs {
+    /// A transform that keeps rows in step with watermarks: each batch through `f`, each
+    /// watermark passed on.
+    async fn map(
+        mut self,
+        out: &Outputs,
+        mut f: impl FnMut(RecordBatch) -> Result<RecordBatch, String>,
+    ) -> Result<(), String> {
+        while let Some(ev) = self.next().await {
+            match ev {
+                Event::Batch(b) => {
+                    out.stats
+                        .rows_in
+                        .fetch_add(b.num_rows() as u64, Ordering::Relaxed);
+                    out.batch(f(b)?).await?;
+                }
+                Event::Watermark(w) => out.watermark(w).await?,
+            }
+        }
+        Ok(())
+    }
+
+    /// A sink: every batch to `f`, counted; watermarks are of no use to it.
+    async fn drain(
+        mut self,
+        stats: &NodeStats,
+        mut f: impl FnMut(&RecordBatch) -> Result<(), String>,
+    ) -> Result<(), String> {
+        while let Some(ev) = self.next().await {
+            if let Event::Batch(b) = ev {
+                stats
+                    .rows_in
+                    .fetch_add(b.num_rows() as u64, Ordering::Relaxed);
+                f(&b)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 async fn run_node(
     node: NodeSpec,
     ins: Vec<mpsc::Receiver<Msg>>,
@@ -276,35 +335,9 @@ async fn run_node(
         Kind::Sql { sql, .. } => {
             let (schema, _) = input.ok_or("the input's columns are unknown")?;
             let compiled = super::sql::compile(&schema, sql).await?;
-            let mut ins = Inputs::new(ins);
-            while let Some(ev) = ins.next().await {
-                match ev {
-                    Event::Batch(b) => {
-                        out.stats
-                            .rows_in
-                            .fetch_add(b.num_rows() as u64, Ordering::Relaxed);
-                        out.batch(compiled.apply(&b)?).await?;
-                    }
-                    Event::Watermark(w) => out.watermark(w).await?,
-                }
-            }
-            Ok(())
+            Inputs::new(ins).map(&out, |b| compiled.apply(&b)).await
         }
-        Kind::Union => {
-            let mut ins = Inputs::new(ins);
-            while let Some(ev) = ins.next().await {
-                match ev {
-                    Event::Batch(b) => {
-                        out.stats
-                            .rows_in
-                            .fetch_add(b.num_rows() as u64, Ordering::Relaxed);
-                        out.batch(b).await?;
-                    }
-                    Event::Watermark(w) => out.watermark(w).await?,
-                }
-            }
-            Ok(())
-        }
+        Kind::Union => Inputs::new(ins).map(&out, Ok).await,
         Kind::Window(spec) => {
             let (schema, event_time) = input.ok_or("the input's columns are unknown")?;
             let event_time = event_time.ok_or("the input has no event time")?;
@@ -339,57 +372,36 @@ async fn run_node(
             }
             Ok(())
         }
-        Kind::Blackhole => {
-            let mut ins = Inputs::new(ins);
-            while let Some(ev) = ins.next().await {
-                if let Event::Batch(b) = ev {
-                    out.stats
-                        .rows_in
-                        .fetch_add(b.num_rows() as u64, Ordering::Relaxed);
-                }
-            }
-            Ok(())
-        }
+        Kind::Blackhole => Inputs::new(ins).drain(&out.stats, |_| Ok(())).await,
         Kind::Stdout => {
-            let mut ins = Inputs::new(ins);
-            while let Some(ev) = ins.next().await {
-                if let Event::Batch(b) = ev {
-                    out.stats
-                        .rows_in
-                        .fetch_add(b.num_rows() as u64, Ordering::Relaxed);
+            Inputs::new(ins)
+                .drain(&out.stats, |b| {
                     let mut text = Vec::new();
-                    write_jsonl(&mut text, &b)?;
+                    write_jsonl(&mut text, b)?;
                     std::io::stdout()
                         .lock()
                         .write_all(&text)
-                        .map_err(|e| e.to_string())?;
-                }
-            }
-            Ok(())
+                        .map_err(|e| e.to_string())
+                })
+                .await
         }
         Kind::FileSink { path, format } => {
             let mut file = std::io::BufWriter::new(
                 std::fs::File::create(path).map_err(|e| format!("cannot create {path}: {e}"))?,
             );
-            let mut ins = Inputs::new(ins);
             let mut header = true;
-            while let Some(ev) = ins.next().await {
-                if let Event::Batch(b) = ev {
-                    out.stats
-                        .rows_in
-                        .fetch_add(b.num_rows() as u64, Ordering::Relaxed);
-                    match format {
-                        FileFormat::Csv => {
-                            let mut w = arrow::csv::WriterBuilder::new()
-                                .with_header(header)
-                                .build(&mut file);
-                            w.write(&b).map_err(|e| e.to_string())?;
-                            header = false;
-                        }
-                        _ => write_jsonl(&mut file, &b)?,
+            Inputs::new(ins)
+                .drain(&out.stats, |b| match format {
+                    FileFormat::Csv => {
+                        let mut w = arrow::csv::WriterBuilder::new()
+                            .with_header(header)
+                            .build(&mut file);
+                        header = false;
+                        w.write(b).map_err(|e| e.to_string())
                     }
-                }
-            }
+                    _ => write_jsonl(&mut file, b),
+                })
+                .await?;
             file.flush().map_err(|e| format!("writing {path}: {e}"))
         }
         other => Err(format!("{} nodes cannot run yet", other.type_name())),

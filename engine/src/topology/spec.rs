@@ -171,7 +171,7 @@ pub enum AggFunc {
     Max,
     First,
     Last,
-    /// Approximate percentile, `p` in 0..=1.
+    /// Percentile by nearest rank over the window's values (exact), `p` in 0..=1.
     Percentile(f64),
 }
 
@@ -346,18 +346,19 @@ impl Spec {
     }
 }
 
-fn loc_of(node: &Node) -> Loc {
-    node.span().start().map_or(Loc::default(), |m| Loc {
+fn loc_of_span(span: &marked_yaml::Span) -> Loc {
+    span.start().map_or(Loc::default(), |m| Loc {
         line: m.line(),
         column: m.column(),
     })
 }
 
+fn loc_of(node: &Node) -> Loc {
+    loc_of_span(node.span())
+}
+
 fn loc_of_key(key: &MarkedScalarNode) -> Loc {
-    key.span().start().map_or(Loc::default(), |m| Loc {
-        line: m.line(),
-        column: m.column(),
-    })
+    loc_of_span(key.span())
 }
 
 /// Parses a duration like `500ms`, `5s`, `1m`, `2h`, `1d` into nanoseconds.
@@ -458,6 +459,22 @@ impl Reader {
                 None
             }
         }
+    }
+
+    /// A duration that must be given; `missing` is the problem when it is not.
+    fn required_duration(
+        &mut self,
+        map: &MarkedMappingNode,
+        map_loc: Loc,
+        key: &str,
+        path: &str,
+        missing: &str,
+    ) -> Option<i64> {
+        if map.get_node(key).is_none() {
+            self.problem(map_loc, path, missing);
+            return None;
+        }
+        self.duration(map, key, path)
     }
 
     fn number(&mut self, map: &MarkedMappingNode, key: &str, path: &str) -> Option<u64> {
@@ -817,12 +834,7 @@ fn read_node(
             if key.is_empty() {
                 r.problem(loc, path, "dedup needs \"key\"");
             }
-            let within = if body.get_node("within").is_some() {
-                r.duration(body, "within", path)
-            } else {
-                r.problem(loc, path, "missing \"within\"");
-                None
-            };
+            let within = r.required_duration(body, loc, "within", path, "missing \"within\"");
             Kind::Dedup {
                 key,
                 within: within?,
@@ -838,16 +850,13 @@ fn read_node(
                     "join needs \"on\": the key columns of both inputs",
                 );
             }
-            let within = if body.get_node("within").is_some() {
-                r.duration(body, "within", path)
-            } else {
-                r.problem(
-                    loc,
-                    path,
-                    "missing \"within\": how far apart in time joined rows may be",
-                );
-                None
-            };
+            let within = r.required_duration(
+                body,
+                loc,
+                "within",
+                path,
+                "missing \"within\": how far apart in time joined rows may be",
+            );
             Kind::Join {
                 on,
                 within: within?,

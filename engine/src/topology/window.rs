@@ -9,7 +9,7 @@
 //!
 //! Session windows of a key merge when a row falls within `gap` of them.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, RecordBatch, UInt32Array};
@@ -209,8 +209,9 @@ pub struct Window {
     time_col: usize,
     key_cols: Vec<usize>,
     agg_cols: Vec<Option<usize>>,
-    agg_types: Vec<Option<DataType>>,
     out_schema: SchemaRef,
+    /// The accumulators of a window no row has reached yet.
+    empty: Vec<Acc>,
     watermark: i64,
     /// Per key, its panes by start.
     state: HashMap<Vec<ScalarValue>, BTreeMap<i64, Pane>>,
@@ -237,46 +238,33 @@ impl Window {
             .iter()
             .map(|a| a.column.as_deref().map(idx).transpose())
             .collect::<Result<_, _>>()?;
-        let agg_types = agg_cols
+        let empty = spec
+            .aggregates
             .iter()
-            .map(|c| c.map(|i| input.field(i).data_type().clone()))
+            .zip(&agg_cols)
+            .map(|(a, c)| Acc::new(a.func, c.map(|i| input.field(i).data_type())))
             .collect();
         Ok(Self {
             spec,
             time_col,
             key_cols,
             agg_cols,
-            agg_types,
             out_schema,
+            empty,
             watermark: i64::MIN,
             state: HashMap::new(),
         })
     }
 
-    fn new_accs(&self) -> Vec<Acc> {
-        self.spec
-            .aggregates
-            .iter()
-            .zip(&self.agg_types)
-            .map(|(a, t)| Acc::new(a.func, t.as_ref()))
-            .collect()
-    }
-
-    /// The point past which a window ending at `end` takes no more rows.
-    fn closes(&self, end: i64) -> i64 {
-        end.saturating_add(self.spec.allowed_lateness)
-    }
-
-    /// Starts of the (tumbling or sliding) windows holding `t`.
-    fn starts(&self, t: i64) -> Vec<(i64, i64)> {
+    /// The windows holding `t`, appended to `out` (a session: the one it would open).
+    fn starts(&self, t: i64, out: &mut Vec<(i64, i64)>) {
         // Saturating: an event time near the ends of the i64 range must not overflow.
         match self.spec.kind {
             WindowKind::Tumbling { size } => {
                 let s = t.div_euclid(size).saturating_mul(size);
-                vec![(s, s.saturating_add(size))]
+                out.push((s, s.saturating_add(size)));
             }
             WindowKind::Sliding { size, slide } => {
-                let mut out = Vec::new();
                 let mut s = t.div_euclid(slide).saturating_mul(slide);
                 let lowest = t.saturating_sub(size);
                 while s > lowest {
@@ -286,9 +274,8 @@ impl Window {
                         break;
                     }
                 }
-                out
             }
-            WindowKind::Session { gap } => vec![(t, t.saturating_add(gap))],
+            WindowKind::Session { gap } => out.push((t, t.saturating_add(gap))),
         }
     }
 
@@ -299,67 +286,64 @@ impl Window {
     pub fn on_batch(&mut self, batch: &RecordBatch) -> Result<WindowOutput, String> {
         let times = event_times(batch.column(self.time_col))?;
         let mut late = Vec::new();
-        let mut touched: HashSet<(Vec<ScalarValue>, i64)> = HashSet::new();
+        // Reused per row; a key is copied into the state only when it is new.
+        let mut key: Vec<ScalarValue> = Vec::with_capacity(self.key_cols.len());
+        let mut values: Vec<Option<ScalarValue>> = Vec::with_capacity(self.agg_cols.len());
+        let mut windows: Vec<(i64, i64)> = Vec::new();
         for (row, t) in times.iter().enumerate() {
             let Some(t) = *t else {
                 late.push(row as u32);
                 continue;
             };
-            let key: Vec<ScalarValue> = self
-                .key_cols
-                .iter()
-                .map(|&c| {
-                    ScalarValue::try_from_array(batch.column(c), row).unwrap_or(ScalarValue::Null)
-                })
-                .collect();
-            let windows: Vec<(i64, i64)> = self
-                .starts(t)
-                .into_iter()
-                .filter(|&(_, end)| self.closes(end) > self.watermark)
-                .collect();
+            windows.clear();
+            self.starts(t, &mut windows);
+            let (lateness, watermark) = (self.spec.allowed_lateness, self.watermark);
+            windows.retain(|&(_, end)| end.saturating_add(lateness) > watermark);
             if windows.is_empty() {
                 late.push(row as u32);
                 continue;
             }
-            let values: Vec<Option<ScalarValue>> = self
-                .agg_cols
-                .iter()
-                .map(|c| c.and_then(|c| ScalarValue::try_from_array(batch.column(c), row).ok()))
-                .collect();
-            let accs = self.new_accs();
-            let session_gap = match self.spec.kind {
-                WindowKind::Session { gap } => Some(gap),
-                _ => None,
+            key.clear();
+            key.extend(self.key_cols.iter().map(|&c| {
+                ScalarValue::try_from_array(batch.column(c), row).unwrap_or(ScalarValue::Null)
+            }));
+            values.clear();
+            values.extend(
+                self.agg_cols.iter().map(|c| {
+                    c.and_then(|c| ScalarValue::try_from_array(batch.column(c), row).ok())
+                }),
+            );
+            if !self.state.contains_key(key.as_slice()) {
+                self.state.insert(key.clone(), BTreeMap::new());
+            }
+            let Some(panes) = self.state.get_mut(key.as_slice()) else {
+                continue;
             };
-            let panes = self.state.entry(key.clone()).or_default();
-            for (start, end) in windows {
-                let start = match session_gap {
-                    Some(_) => merge_sessions(panes, start, end, &accs),
-                    None => {
-                        panes.entry(start).or_insert_with(|| Pane {
-                            start,
-                            end,
-                            accs: accs.clone(),
-                            fired: false,
-                            dirty: false,
-                        });
-                        start
-                    }
+            let session = matches!(self.spec.kind, WindowKind::Session { .. });
+            for &(start, end) in &windows {
+                let start = if session {
+                    merge_sessions(panes, start, end, &self.empty)
+                } else {
+                    panes.entry(start).or_insert_with(|| Pane {
+                        start,
+                        end,
+                        accs: self.empty.clone(),
+                        fired: false,
+                        dirty: false,
+                    });
+                    start
                 };
                 if let Some(p) = panes.get_mut(&start) {
                     for (acc, v) in p.accs.iter_mut().zip(&values) {
                         acc.update(v.as_ref(), t);
                     }
                     p.dirty = true;
-                    if p.fired {
-                        touched.insert((key.clone(), start));
-                    }
                 }
             }
         }
-        // Fired windows a row updated are emitted again at once.
-        let rows =
-            self.emit(|key, p| p.fired && p.dirty && touched.contains(&(key.clone(), p.start)))?;
+        // Fired windows a row updated are emitted again at once (only fired panes that
+        // this batch changed are both fired and dirty: every emission cleans them).
+        let rows = self.emit(|p| p.fired && p.dirty)?;
         let late_rows = late.len() as u64;
         let late = if late.is_empty() {
             None
@@ -382,7 +366,7 @@ impl Window {
             return Ok(None);
         }
         self.watermark = watermark;
-        let rows = self.emit(|_, p| !p.fired && p.end <= watermark)?;
+        let rows = self.emit(|p| !p.fired && p.end <= watermark)?;
         let lateness = self.spec.allowed_lateness;
         for panes in self.state.values_mut() {
             panes.retain(|_, p| p.end.saturating_add(lateness) > watermark);
@@ -392,10 +376,7 @@ impl Window {
     }
 
     /// Emits the panes `pick` chooses, marking them fired and clean.
-    fn emit(
-        &mut self,
-        pick: impl Fn(&Vec<ScalarValue>, &Pane) -> bool,
-    ) -> Result<Option<RecordBatch>, String> {
+    fn emit(&mut self, pick: impl Fn(&Pane) -> bool) -> Result<Option<RecordBatch>, String> {
         let mut rows: Vec<(Vec<ScalarValue>, i64, i64, Vec<ScalarValue>)> = Vec::new();
         let out_types: Vec<DataType> = self
             .out_schema
@@ -406,7 +387,7 @@ impl Window {
             .collect();
         for (key, panes) in &mut self.state {
             for p in panes.values_mut() {
-                if pick(key, p) {
+                if pick(p) {
                     let values = p
                         .accs
                         .iter()
