@@ -90,6 +90,7 @@ fn bench(c: &mut Criterion) {
     let state = Arc::new(AppState {
         node: Arc::clone(&n),
         config: HttpConfig::default(),
+        topologies: None,
     });
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = rt.spawn(tidemark_connectors::http::serve(state, listener, async {

@@ -179,7 +179,9 @@ sinks:
         "{stderr}"
     );
     assert!(
-        stderr.contains(&format!("{f}:7:3: sinks.store: table nodes cannot run yet")),
+        stderr.contains(&format!(
+            "{f}:7:3: sinks.store: table nodes run inside the server (POST the topology to /api/v3/topologies)"
+        )),
         "{stderr}"
     );
 

@@ -2,13 +2,15 @@
 //!
 //! The crate holds the node's write path (validate -> log -> buffer), its query entry
 //! point, maintenance (persist, compaction, retention) and metrics; `topology` reads,
-//! validates and plans YAML dataflow topologies (running them comes next). The cluster
+//! validates, plans and runs YAML dataflow topologies, and `stream` reads a table's
+//! rows back from the log for them. The cluster
 //! will live here too.
 
 pub mod error;
 pub mod maintenance;
 pub mod metrics;
 pub mod node;
+pub mod stream;
 pub mod topology;
 
 pub use error::{Error, Result};

@@ -432,8 +432,13 @@ impl Node {
             self.buffer.drain_front(tb, snap.batches.len());
         }
         let mut segments = 0;
-        for (p, offset) in log.partitions.iter().zip(&upto) {
-            segments += p.remove_segments_before(*offset)?;
+        for (i, (p, offset)) in log.partitions.iter().zip(&upto).enumerate() {
+            // A stream reader may still need to re-read rows already persisted.
+            let keep = self
+                .log_holds
+                .floor(db, i)
+                .map_or(*offset, |h| h.min(*offset));
+            segments += p.remove_segments_before(keep)?;
         }
         self.metrics.persist_runs.inc();
         self.metrics.persist_rows.inc_by(rows);

@@ -131,6 +131,10 @@ pub struct Node {
     pub(crate) pending_deletes: Mutex<Vec<(Instant, PathBuf)>>,
     pub(crate) compactions: Arc<CompactionHistory>,
     pub(crate) metrics: Metrics,
+    /// Bumped after every write is buffered; stream readers wait on it.
+    pub(crate) writes: tokio::sync::watch::Sender<u64>,
+    /// Log offsets stream readers still need (see `stream`).
+    pub(crate) log_holds: Arc<crate::stream::LogHolds>,
 }
 
 impl Node {
@@ -291,6 +295,8 @@ impl Node {
             pending_deletes: Mutex::new(Vec::new()),
             compactions,
             metrics,
+            writes: tokio::sync::watch::Sender::new(0),
+            log_holds: Arc::default(),
         })
     }
 
@@ -462,6 +468,7 @@ impl Node {
         drop(gate);
         applied??;
         self.dirty_since.lock().get_or_insert_with(Instant::now);
+        self.writes.send_modify(|n| *n = n.wrapping_add(1));
         Ok(WriteSummary { rows })
     }
 

@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tidemark_connectors::http::{AppState, HttpConfig, serve};
 use tidemark_connectors::line_protocol::LineLimits;
+use tidemark_engine::topology::manager::Topologies;
 use tidemark_engine::{Durability, MaintenanceConfig, Node, NodeConfig};
 use tidemark_query::QueryConfig;
 use tidemark_storage::log::LogWriterConfig;
@@ -113,6 +114,10 @@ pub struct ServeArgs {
     /// seconds (0: off).
     #[arg(long, env = "TIDEMARK_INTERNAL_METRICS_SECS", default_value_t = 0)]
     internal_metrics_secs: u64,
+    /// Seconds between checkpoints of each deployed topology (what a crash can make a
+    /// topology read again).
+    #[arg(long, env = "TIDEMARK_TOPOLOGY_CHECKPOINT_SECS", default_value_t = 10)]
+    topology_checkpoint_secs: u64,
     /// Log output format.
     #[arg(long, env = "TIDEMARK_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -183,6 +188,15 @@ async fn serve_main(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .context("opening the node")?
         .with_context(|| format!("opening data directory {}", data_dir.display()))?;
     let node = Arc::new(node);
+    // Before maintenance starts: restored topologies hold the log they resume from.
+    let topologies = Arc::new(
+        Topologies::open(
+            Arc::clone(&node),
+            Duration::from_secs(args.topology_checkpoint_secs.max(1)),
+        )
+        .await
+        .context("starting the deployed topologies")?,
+    );
     let (stop_background, stop_rx) = tokio::sync::watch::channel(false);
     let self_metrics = (args.internal_metrics_secs > 0).then(|| {
         tokio::spawn(tidemark_connectors::internal::run_self_metrics(
@@ -213,11 +227,14 @@ async fn serve_main(args: ServeArgs) -> anyhow::Result<ExitCode> {
             header_timeout: Duration::from_secs(args.http_header_timeout_secs.max(1)),
             body_timeout: Duration::from_secs(args.http_body_timeout_secs.max(1)),
         },
+        topologies: Some(Arc::clone(&topologies)),
     });
     serve(state, listener, shutdown_signal())
         .await
         .context("serving HTTP")?;
-    tracing::info!("HTTP stopped; persisting the buffer and syncing the log");
+    tracing::info!("HTTP stopped; stopping topologies at a checkpoint");
+    topologies.shutdown().await;
+    tracing::info!("persisting the buffer and syncing the log");
     let _ = stop_background.send(true);
     if let Some(task) = self_metrics {
         let _ = task.await;

@@ -88,7 +88,7 @@ fn run_file(file: &std::path::Path, quiet: bool) -> anyhow::Result<ExitCode> {
         Ok(v) => v,
         Err(problems) => return Ok(report(file, &problems)),
     };
-    if let Err(problems) = run::check_runnable(&v) {
+    if let Err(problems) = run::check_runnable(&v, false) {
         return Ok(report(file, &problems));
     }
     let stats: Vec<Arc<NodeStats>> = v.spec.nodes.iter().map(|_| Arc::default()).collect();
@@ -105,8 +105,19 @@ fn run_file(file: &std::path::Path, quiet: bool) -> anyhow::Result<ExitCode> {
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
         };
+        // Ctrl-C stops the sources; what is in flight drains and open windows fire.
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                stop_tx.send_replace(true);
+            }
+        });
+        let env = run::RunEnv {
+            stop: Some(stop_rx),
+            ..run::RunEnv::default()
+        };
         tokio::select! {
-            r = run::run(&v, &stats) => r,
+            r = run::run(&v, &stats, env) => r,
             () = status => Ok(()),
         }
     });

@@ -39,6 +39,8 @@ pub enum ApiError {
     },
     Timeout(String),
     Internal(String),
+    /// A topology with problems, each with its place in the YAML.
+    Topology(Vec<tidemark_engine::topology::Problem>),
 }
 
 impl ApiError {
@@ -92,7 +94,9 @@ impl ApiError {
     /// A short fixed name of the error's kind, for metrics labels.
     pub fn kind(&self) -> &'static str {
         match self {
-            ApiError::BadRequest(_) | ApiError::UnsupportedEncoding(_) => "bad_request",
+            ApiError::BadRequest(_) | ApiError::UnsupportedEncoding(_) | ApiError::Topology(_) => {
+                "bad_request"
+            }
             ApiError::NotFound(_) => "not_found",
             ApiError::Conflict(_) => "conflict",
             ApiError::PayloadTooLarge(_) => "too_large",
@@ -141,6 +145,18 @@ impl IntoResponse for ApiError {
             ApiError::BadRequest(m) => {
                 json_response(StatusCode::BAD_REQUEST, json!({ "error": m }))
             }
+            ApiError::Topology(problems) => json_response(
+                StatusCode::BAD_REQUEST,
+                json!({
+                    "error": format!("the topology has {} problem(s)", problems.len()),
+                    "problems": problems.iter().map(|p| json!({
+                        "line": p.loc.line,
+                        "column": p.loc.column,
+                        "path": p.path,
+                        "message": p.message,
+                    })).collect::<Vec<_>>(),
+                }),
+            ),
             ApiError::NotFound(m) => json_response(StatusCode::NOT_FOUND, json!({ "error": m })),
             ApiError::Conflict(m) => json_response(StatusCode::CONFLICT, json!({ "error": m })),
             ApiError::PayloadTooLarge(limit) => json_response(

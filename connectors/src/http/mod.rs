@@ -8,6 +8,7 @@
 mod admin;
 mod error;
 mod query;
+mod topology;
 mod write;
 
 use std::io::Read;
@@ -64,6 +65,8 @@ impl Default for HttpConfig {
 pub struct AppState {
     pub node: Arc<Node>,
     pub config: HttpConfig,
+    /// The deployed topologies (none: this server runs none).
+    pub topologies: Option<Arc<tidemark_engine::topology::manager::Topologies>>,
 }
 
 /// Builds the router.
@@ -87,6 +90,14 @@ pub fn router(state: Arc<AppState>) -> Router {
             post(admin::configure_table).delete(admin::drop_table),
         )
         .route("/api/v2/delete", post(admin::delete_v2))
+        .route(
+            "/api/v3/topologies",
+            post(topology::deploy).get(topology::list),
+        )
+        .route(
+            "/api/v3/topologies/{name}",
+            get(topology::status).delete(topology::remove),
+        )
         .route("/ping", get(ping).head(ping))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
@@ -266,9 +277,19 @@ async fn metrics(axum::extract::State(state): axum::extract::State<Arc<AppState>
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        state.node.metrics_text(),
+        metrics_text(&state),
     )
         .into_response()
+}
+
+/// The node's metrics with the topologies' before the closing `# EOF`.
+fn metrics_text(state: &AppState) -> String {
+    let mut text = state.node.metrics_text();
+    if let Some(t) = &state.topologies {
+        let at = text.rfind("# EOF").unwrap_or(text.len());
+        text.insert_str(at, &t.metrics_text());
+    }
+    text
 }
 
 async fn health(axum::extract::State(state): axum::extract::State<Arc<AppState>>) -> Response {

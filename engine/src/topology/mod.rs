@@ -4,11 +4,17 @@
 //! graph and follows schemas and event time through it, and `plan` turns a valid
 //! topology into its physical plan (chains, shuffles, parallelism) and explains it.
 //! `run` executes a topology in this process (one task per node, bounded channels,
-//! watermarks), with `sql` compiling statements into per-batch expressions and `window`
-//! holding event-time window state. What can run today is listed in `run`.
+//! watermarks, checkpoints), with `source` and `sink` at the ends, `sql` compiling
+//! statements into per-batch expressions, `window` holding event-time window state and
+//! `checkpoint` its file; `manager` keeps the topologies deployed on a server. What can
+//! run today is listed in `run`.
 
+pub mod checkpoint;
+pub mod manager;
 pub mod plan;
 pub mod run;
+mod sink;
+mod source;
 pub mod spec;
 pub mod sql;
 pub mod validate;

@@ -1,27 +1,39 @@
 //! Running a validated topology in this process.
 //!
-//! Every node is a tokio task; every edge a bounded channel of [`Msg`]s (batches and
-//! watermarks), so a slow sink makes its upstream wait instead of buffering without end.
-//! A node's watermark is the minimum over its inputs; when every input has ended, the
-//! node flushes (windows fire as if the watermark reached the end of time) and closes its
-//! outputs, so a topology whose sources end drains completely and stops.
+//! Every node is a tokio task; every edge a bounded channel of [`Msg`]s (batches,
+//! watermarks and checkpoint barriers), so a slow sink makes its upstream wait instead of
+//! buffering without end. A node's watermark is the minimum over its inputs; when every
+//! input has ended, the node flushes (windows fire as if the watermark reached the end of
+//! time) and closes its outputs, so a topology whose sources end drains completely.
 //!
-//! What runs today: `generator` and `file` sources (line-by-line JSON or CSV), `sql`,
-//! `window` and `union` transforms, `stdout`, `file` and `blackhole` sinks, each node running as one
-//! task. The other node kinds, and a parallelism above one, are refused by
+//! A coordinator task beside the nodes asks the sources for checkpoints every
+//! `checkpoint_interval` (see `checkpoint` for the protocol), writes each complete one,
+//! samples rates and backpressure once a second, and stops the topology when asked: the
+//! sources take one last checkpoint and end, and, when that checkpoint is kept, nodes do
+//! not fire their open windows (the restart carries on from that state instead).
+//!
+//! Sources and sinks are in `source` and `sink`; what cannot run yet is refused by
 //! [`check_runnable`] with the node and the reason.
 
-use std::io::Write as _;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
-use arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray, TimestampNanosecondArray};
+use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
+use super::checkpoint::Checkpoint;
+use super::sink::Sink;
+use super::source;
 use super::spec::{FileFormat, GeneratorKind, Kind, NodeSpec, Problem};
-use super::validate::{Validated, generator_schema};
-use super::window::{Window, event_times};
+use super::validate::Validated;
+use super::window::Window;
+use crate::Node;
+
+pub use super::source::GENERATOR_EPOCH_NS;
 
 /// What flows along an edge.
 #[derive(Debug, Clone)]
@@ -29,16 +41,14 @@ pub enum Msg {
     Batch(RecordBatch),
     /// No row with an earlier event time (ns) is expected from this input.
     Watermark(i64),
+    /// Everything of checkpoint epoch `n` came before this.
+    Barrier(u64),
 }
 
 type Senders = Vec<mpsc::Sender<Msg>>;
 
 /// Batches in flight per edge.
 const CHANNEL_BATCHES: usize = 16;
-/// Rows per batch a source makes.
-const SOURCE_BATCH_ROWS: usize = 1024;
-/// Event time of a generator's first row: 2026-01-01T00:00:00Z.
-pub const GENERATOR_EPOCH_NS: i64 = 1_767_225_600_000_000_000;
 
 /// Counters of one node, read while it runs.
 #[derive(Debug)]
@@ -46,8 +56,19 @@ pub struct NodeStats {
     pub rows_in: AtomicU64,
     pub rows_out: AtomicU64,
     pub late_rows: AtomicU64,
+    /// Rows a table sink could not write (the reason is in `last_error`).
+    pub rejected_rows: AtomicU64,
     /// Last watermark passed on, ns (i64::MIN: none yet).
-    pub watermark: std::sync::atomic::AtomicI64,
+    pub watermark: AtomicI64,
+    /// Time spent waiting for room downstream, ns.
+    pub blocked_ns: AtomicU64,
+    /// Rows out per second over the last second (set by the coordinator).
+    pub rows_per_sec: AtomicU64,
+    /// Share of the last second spent waiting downstream, in thousandths.
+    pub backpressure_permille: AtomicU64,
+    /// A table stream's log records not read yet.
+    pub lag_records: AtomicU64,
+    pub last_error: parking_lot::Mutex<Option<String>>,
 }
 
 impl Default for NodeStats {
@@ -56,16 +77,51 @@ impl Default for NodeStats {
             rows_in: AtomicU64::new(0),
             rows_out: AtomicU64::new(0),
             late_rows: AtomicU64::new(0),
-            watermark: std::sync::atomic::AtomicI64::new(i64::MIN),
+            rejected_rows: AtomicU64::new(0),
+            watermark: AtomicI64::new(i64::MIN),
+            blocked_ns: AtomicU64::new(0),
+            rows_per_sec: AtomicU64::new(0),
+            backpressure_permille: AtomicU64::new(0),
+            lag_records: AtomicU64::new(0),
+            last_error: parking_lot::Mutex::new(None),
         }
     }
 }
 
-/// Refuses what cannot run yet, naming the node.
+/// What a run may use beyond the topology itself.
+#[derive(Debug, Clone)]
+pub struct RunEnv {
+    /// The node whose tables `table_stream` sources read and `table` sinks write.
+    pub node: Option<Arc<Node>>,
+    /// Where checkpoints are kept; none: no checkpoints.
+    pub checkpoint_dir: Option<PathBuf>,
+    pub checkpoint_interval: Duration,
+    /// State to start from.
+    pub restore: Option<Checkpoint>,
+    /// Set to true to stop the topology.
+    pub stop: Option<watch::Receiver<bool>>,
+    /// Told the epoch of every checkpoint written.
+    pub on_checkpoint: Option<watch::Sender<u64>>,
+}
+
+impl Default for RunEnv {
+    fn default() -> Self {
+        Self {
+            node: None,
+            checkpoint_dir: None,
+            checkpoint_interval: Duration::from_secs(10),
+            restore: None,
+            stop: None,
+            on_checkpoint: None,
+        }
+    }
+}
+
+/// Refuses what cannot run yet, naming the node; `with_node`: tables are at hand.
 ///
 /// # Errors
 /// One problem per node that cannot run.
-pub fn check_runnable(v: &Validated) -> Result<(), Vec<Problem>> {
+pub fn check_runnable(v: &Validated, with_node: bool) -> Result<(), Vec<Problem>> {
     let mut problems = Vec::new();
     for n in &v.spec.nodes {
         let why = match &n.kind {
@@ -77,7 +133,13 @@ pub fn check_runnable(v: &Validated) -> Result<(), Vec<Problem>> {
                 "idle_timeout cannot run yet (a source that goes quiet holds the watermark back)"
                     .to_string(),
             ),
+            Kind::TableStream { .. } | Kind::TableSink { .. } if !with_node => Some(format!(
+                "{} nodes run inside the server (POST the topology to /api/v3/topologies)",
+                n.kind.type_name()
+            )),
             Kind::Generator { .. }
+            | Kind::TableStream { .. }
+            | Kind::TableSink { .. }
             | Kind::FileSource { .. }
             | Kind::Sql { .. }
             | Kind::Window(_)
@@ -116,15 +178,80 @@ pub fn check_runnable(v: &Validated) -> Result<(), Vec<Problem>> {
     }
 }
 
-/// Runs `v` until every source ends; `stats` (one per node, in spec order) are updated
-/// as it goes.
+/// What a node tells the coordinator.
+enum Report {
+    /// Its state at a checkpoint epoch.
+    State(usize, u64, Vec<u8>),
+    /// It ended on its own (inputs done); this state stands for every later epoch.
+    Finished(usize, Vec<u8>),
+}
+
+/// A node's link to the coordinator.
+pub(crate) struct Ctl {
+    index: usize,
+    /// Sources: the newest epoch asked for.
+    pub(crate) barrier: watch::Receiver<u64>,
+    /// The last epoch this node passed on.
+    seen: u64,
+    stopping: Arc<AtomicBool>,
+    /// Open windows are kept, not fired, when stopping (the checkpoint holds them).
+    keep_state_on_stop: bool,
+    reports: mpsc::UnboundedSender<Report>,
+    /// The epoch of the last checkpoint written.
+    pub(crate) completed: watch::Receiver<u64>,
+    /// This node's state in the checkpoint restored from.
+    pub(crate) restore: Option<Vec<u8>>,
+    pub(crate) env: RunEnv,
+}
+
+impl Ctl {
+    fn report(&self, epoch: u64, state: Vec<u8>) {
+        // A closed channel: the coordinator is gone because the run is failing.
+        let _ = self.reports.send(Report::State(self.index, epoch, state));
+    }
+
+    /// The node ended because its inputs did.
+    fn finished(&self, state: Vec<u8>) {
+        if !self.stopping.load(Ordering::SeqCst) {
+            let _ = self.reports.send(Report::Finished(self.index, state));
+        }
+    }
+
+    /// Whether the end of the inputs is a stop whose checkpoint keeps the open state.
+    fn keeps_state(&self) -> bool {
+        self.keep_state_on_stop && self.stopping.load(Ordering::SeqCst)
+    }
+
+    /// Between two batches of a source: passes on a barrier for every epoch asked for
+    /// since the last call, reporting `state` for each. Returns the epochs passed and
+    /// whether the source must now stop.
+    pub(crate) async fn source_barriers(
+        &mut self,
+        out: &Outputs,
+        state: impl Fn() -> Vec<u8>,
+    ) -> Result<(Option<u64>, bool), String> {
+        let asked = *self.barrier.borrow_and_update();
+        if asked <= self.seen {
+            return Ok((None, false));
+        }
+        for epoch in self.seen + 1..=asked {
+            self.report(epoch, state());
+            out.barrier(epoch).await?;
+        }
+        self.seen = asked;
+        Ok((Some(asked), self.stopping.load(Ordering::SeqCst)))
+    }
+}
+
+/// Runs `v` until every source ends or `env.stop` is set; `stats` (one per node, in spec
+/// order) are updated as it goes.
 ///
 /// # Errors
-/// The first node that failed, with its reason.
-pub async fn run(v: &Validated, stats: &[Arc<NodeStats>]) -> Result<(), String> {
+/// The first node that failed, with its reason, or a checkpoint that could not be
+/// written.
+pub async fn run(v: &Validated, stats: &[Arc<NodeStats>], env: RunEnv) -> Result<(), String> {
     let nodes = &v.spec.nodes;
     // One channel per edge: the sender goes to the producer's main or late outputs.
-    // Per node: the senders of its main output and of its `late` output.
     let mut outputs: Vec<(Senders, Senders)> =
         (0..nodes.len()).map(|_| (Vec::new(), Vec::new())).collect();
     let mut inputs: Vec<Vec<mpsc::Receiver<Msg>>> = (0..nodes.len()).map(|_| Vec::new()).collect();
@@ -141,6 +268,11 @@ pub async fn run(v: &Validated, stats: &[Arc<NodeStats>]) -> Result<(), String> 
             inputs[to].push(rx);
         }
     }
+    let first_epoch = env.restore.as_ref().map_or(0, |c| c.epoch);
+    let (barrier_tx, barrier_rx) = watch::channel(first_epoch);
+    let (completed_tx, completed_rx) = watch::channel(first_epoch);
+    let (report_tx, mut report_rx) = mpsc::unbounded_channel();
+    let stopping = Arc::new(AtomicBool::new(false));
     let mut tasks = tokio::task::JoinSet::new();
     for (i, n) in nodes.iter().enumerate().rev() {
         let (main, late) = std::mem::take(&mut outputs[i]);
@@ -162,79 +294,276 @@ pub async fn run(v: &Validated, stats: &[Arc<NodeStats>]) -> Result<(), String> 
                     .map(|s| (s, v.info[j].event_time.clone()))
             });
         let out_schema = v.info[i].schema.clone();
+        let ctl = Ctl {
+            index: i,
+            barrier: barrier_rx.clone(),
+            seen: first_epoch,
+            stopping: Arc::clone(&stopping),
+            keep_state_on_stop: env.checkpoint_dir.is_some(),
+            reports: report_tx.clone(),
+            completed: completed_rx.clone(),
+            restore: env
+                .restore
+                .as_ref()
+                .and_then(|c| c.states.get(&n.name).cloned()),
+            env: env.clone(),
+        };
         tasks.spawn(async move {
             let name = node.name.clone();
-            run_node(node, ins, out, info_in, out_schema)
+            run_node(node, ins, out, info_in, out_schema, ctl)
                 .await
                 .map_err(|e| format!("{name}: {e}"))
         });
     }
+    drop(report_tx);
+
+    let names: Vec<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
+    let mut coordinator = Coordinator {
+        names: &names,
+        epoch: first_epoch,
+        pending: BTreeMap::new(),
+        finished: BTreeMap::new(),
+        env: &env,
+        completed: completed_tx,
+    };
+    let mut stop = env.stop.clone();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut sampler = Sampler::new(stats);
+    let mut last_checkpoint = Instant::now();
     let mut first_error = None;
-    while let Some(done) = tasks.join_next().await {
-        let result = done
-            .map_err(|e| format!("a node task failed: {e}"))
-            .and_then(|r| r);
-        if let Err(e) = result {
-            first_error.get_or_insert(e);
-            // The others stop as their channels close.
-            tasks.abort_all();
+    loop {
+        tokio::select! {
+            done = tasks.join_next() => {
+                let Some(done) = done else { break };
+                let result = done
+                    .map_err(|e| format!("a node task failed: {e}"))
+                    .and_then(|r| r);
+                if let Err(e) = result {
+                    first_error.get_or_insert(e);
+                    // The others stop as their channels close.
+                    tasks.abort_all();
+                }
+            }
+            Some(report) = report_rx.recv() => {
+                if let Err(e) = coordinator.on_report(report) {
+                    first_error.get_or_insert(e);
+                    tasks.abort_all();
+                }
+            }
+            _ = tick.tick() => {
+                sampler.sample(stats);
+                if env.checkpoint_dir.is_some()
+                    && coordinator.pending.is_empty()
+                    && last_checkpoint.elapsed() >= env.checkpoint_interval
+                {
+                    coordinator.epoch += 1;
+                    barrier_tx.send_replace(coordinator.epoch);
+                    last_checkpoint = Instant::now();
+                }
+            }
+            changed = wait_for_stop(&mut stop) => {
+                if changed {
+                    // Set before the barrier is asked for, so that each source sees it
+                    // when it passes that barrier on.
+                    stopping.store(true, Ordering::SeqCst);
+                    coordinator.epoch += 1;
+                    barrier_tx.send_replace(coordinator.epoch);
+                }
+                stop = None;
+            }
         }
     }
+    // Reports sent just before the last tasks ended.
+    while let Ok(report) = report_rx.try_recv() {
+        if first_error.is_none()
+            && let Err(e) = coordinator.on_report(report)
+        {
+            first_error = Some(e);
+        }
+    }
+    sampler.sample(stats);
     first_error.map_or(Ok(()), Err)
 }
 
-struct Outputs {
+/// `true` once the stop flag is set; pends forever without a stop channel.
+async fn wait_for_stop(stop: &mut Option<watch::Receiver<bool>>) -> bool {
+    let Some(rx) = stop else {
+        return std::future::pending().await;
+    };
+    loop {
+        if *rx.borrow_and_update() {
+            return true;
+        }
+        if rx.changed().await.is_err() {
+            // Nobody can ask any more.
+            return false;
+        }
+    }
+}
+
+/// Collects node states per epoch and writes each checkpoint once complete.
+struct Coordinator<'a> {
+    names: &'a [&'a str],
+    epoch: u64,
+    pending: BTreeMap<u64, BTreeMap<usize, Vec<u8>>>,
+    finished: BTreeMap<usize, Vec<u8>>,
+    env: &'a RunEnv,
+    completed: watch::Sender<u64>,
+}
+
+impl Coordinator<'_> {
+    fn on_report(&mut self, report: Report) -> Result<(), String> {
+        match report {
+            Report::State(node, epoch, state) => {
+                self.pending.entry(epoch).or_default().insert(node, state);
+            }
+            Report::Finished(node, state) => {
+                self.finished.insert(node, state);
+            }
+        }
+        // Epochs complete in order: a node passes barriers in order.
+        while let Some((&epoch, states)) = self.pending.first_key_value() {
+            let complete = (0..self.names.len())
+                .all(|i| states.contains_key(&i) || self.finished.contains_key(&i));
+            if !complete {
+                break;
+            }
+            let Some((_, mut states)) = self.pending.pop_first() else {
+                break;
+            };
+            for (i, s) in &self.finished {
+                states.entry(*i).or_insert_with(|| s.clone());
+            }
+            let checkpoint = Checkpoint {
+                epoch,
+                states: states
+                    .into_iter()
+                    .map(|(i, s)| (self.names[i].to_string(), s))
+                    .collect(),
+            };
+            if let Some(dir) = &self.env.checkpoint_dir {
+                checkpoint
+                    .write(dir)
+                    .map_err(|e| format!("writing checkpoint {epoch}: {e}"))?;
+                tracing::debug!(epoch, dir = %dir.display(), "checkpoint written");
+            }
+            self.completed.send_replace(epoch);
+            if let Some(tell) = &self.env.on_checkpoint {
+                tell.send_replace(epoch);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Turns counters into per-second rates.
+struct Sampler {
+    at: Instant,
+    last: Vec<(u64, u64)>,
+}
+
+impl Sampler {
+    fn new(stats: &[Arc<NodeStats>]) -> Self {
+        Self {
+            at: Instant::now(),
+            last: stats.iter().map(|_| (0, 0)).collect(),
+        }
+    }
+
+    fn sample(&mut self, stats: &[Arc<NodeStats>]) {
+        let dt = self.at.elapsed().as_secs_f64();
+        if dt <= 0.0 {
+            return;
+        }
+        self.at = Instant::now();
+        for (s, last) in stats.iter().zip(&mut self.last) {
+            let now = (
+                s.rows_out.load(Ordering::Relaxed),
+                s.blocked_ns.load(Ordering::Relaxed),
+            );
+            let rate = now.0.saturating_sub(last.0) as f64 / dt;
+            let blocked = now.1.saturating_sub(last.1) as f64 / (dt * 1e9);
+            s.rows_per_sec.store(rate as u64, Ordering::Relaxed);
+            s.backpressure_permille
+                .store((blocked * 1000.0).min(1000.0) as u64, Ordering::Relaxed);
+            *last = now;
+        }
+    }
+}
+
+pub(crate) struct Outputs {
     main: Vec<mpsc::Sender<Msg>>,
     late: Vec<mpsc::Sender<Msg>>,
-    stats: Arc<NodeStats>,
+    pub(crate) stats: Arc<NodeStats>,
 }
 
 impl Outputs {
-    async fn batch(&self, batch: RecordBatch) -> Result<(), String> {
+    pub(crate) async fn batch(&self, batch: RecordBatch) -> Result<(), String> {
         if batch.num_rows() == 0 {
             return Ok(());
         }
         self.stats
             .rows_out
             .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
-        send_all(&self.main, Msg::Batch(batch)).await
+        self.send_all(&self.main, Msg::Batch(batch)).await
     }
 
     async fn late(&self, batch: RecordBatch) -> Result<(), String> {
         self.stats
             .late_rows
             .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
-        send_all(&self.late, Msg::Batch(batch)).await
+        self.send_all(&self.late, Msg::Batch(batch)).await
     }
 
-    async fn watermark(&self, wm: i64) -> Result<(), String> {
+    pub(crate) async fn watermark(&self, wm: i64) -> Result<(), String> {
         self.stats.watermark.store(wm, Ordering::Relaxed);
-        send_all(&self.main, Msg::Watermark(wm)).await?;
-        send_all(&self.late, Msg::Watermark(wm)).await
+        self.send_all(&self.main, Msg::Watermark(wm)).await?;
+        self.send_all(&self.late, Msg::Watermark(wm)).await
     }
-}
 
-async fn send_all(to: &[mpsc::Sender<Msg>], msg: Msg) -> Result<(), String> {
-    for tx in to {
+    async fn barrier(&self, epoch: u64) -> Result<(), String> {
+        self.send_all(&self.main, Msg::Barrier(epoch)).await?;
+        self.send_all(&self.late, Msg::Barrier(epoch)).await
+    }
+
+    async fn send_all(&self, to: &[mpsc::Sender<Msg>], msg: Msg) -> Result<(), String> {
         // A closed receiver means the topology is stopping after a failure elsewhere.
-        tx.send(msg.clone())
-            .await
-            .map_err(|_| "a downstream node stopped".to_string())?;
+        let closed = |_| "a downstream node stopped".to_string();
+        for tx in to {
+            match tx.try_send(msg.clone()) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(msg)) => {
+                    let waited = Instant::now();
+                    tx.send(msg).await.map_err(closed)?;
+                    self.stats
+                        .blocked_ns
+                        .fetch_add(waited.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    return Err("a downstream node stopped".into());
+                }
+            }
+        }
+        Ok(())
     }
-    Ok(())
 }
 
-/// Reads the inputs of a node as one stream: batches as they come, and the watermark as
-/// the minimum over inputs that have not ended.
+/// Reads the inputs of a node as one stream: batches as they come, the watermark as the
+/// minimum over inputs that have not ended, and a barrier once it came through every
+/// input that has not ended (an input that delivered it is not read until then).
 struct Inputs {
     rx: Vec<Option<mpsc::Receiver<Msg>>>,
     marks: Vec<i64>,
     current: i64,
+    /// Per input, the barrier it delivered that the others have not yet.
+    aligned: Vec<Option<u64>>,
 }
 
 enum Event {
     Batch(RecordBatch),
     Watermark(i64),
+    Barrier(u64),
 }
 
 impl Inputs {
@@ -244,7 +573,24 @@ impl Inputs {
             rx: rx.into_iter().map(Some).collect(),
             marks: vec![i64::MIN; n],
             current: i64::MIN,
+            aligned: vec![None; n],
         }
+    }
+
+    /// The barrier every live input delivered, if they all did.
+    fn take_aligned(&mut self) -> Option<u64> {
+        let live = || {
+            self.rx
+                .iter()
+                .zip(&self.aligned)
+                .filter(|(r, _)| r.is_some())
+        };
+        if live().next().is_none() || !live().all(|(_, a)| a.is_some()) {
+            return None;
+        }
+        let epoch = live().filter_map(|(_, a)| *a).min();
+        self.aligned.iter_mut().for_each(|a| *a = None);
+        epoch
     }
 
     /// The next event; `None` once every input has ended.
@@ -253,17 +599,33 @@ impl Inputs {
             if self.rx.iter().all(Option::is_none) {
                 return None;
             }
-            let polls = self.rx.iter_mut().enumerate().filter_map(|(i, r)| {
-                r.as_mut()
-                    .map(|r| Box::pin(async move { (i, r.recv().await) }))
-            });
+            let polls = self
+                .rx
+                .iter_mut()
+                .zip(&self.aligned)
+                .enumerate()
+                .filter(|(_, (_, a))| a.is_none())
+                .filter_map(|(i, (r, _))| {
+                    r.as_mut()
+                        .map(|r| Box::pin(async move { (i, r.recv().await) }))
+                });
             let ((i, msg), _, _) = futures::future::select_all(polls).await;
             match msg {
                 Some(Msg::Batch(b)) => return Some(Event::Batch(b)),
                 Some(Msg::Watermark(w)) => self.marks[i] = self.marks[i].max(w),
+                Some(Msg::Barrier(e)) => {
+                    self.aligned[i] = Some(e);
+                    if let Some(e) = self.take_aligned() {
+                        return Some(Event::Barrier(e));
+                    }
+                }
                 None => {
                     self.rx[i] = None;
                     self.marks[i] = i64::MAX;
+                    self.aligned[i] = None;
+                    if let Some(e) = self.take_aligned() {
+                        return Some(Event::Barrier(e));
+                    }
                 }
             }
             let wm = self.marks.iter().copied().min().unwrap_or(i64::MAX);
@@ -273,14 +635,13 @@ impl Inputs {
             }
         }
     }
-}
 
-impl Inputs {
     /// A transform that keeps rows in step with watermarks: each batch through `f`, each
-    /// watermark passed on.
+    /// watermark and barrier passed on (it holds no state).
     async fn map(
         mut self,
         out: &Outputs,
+        ctl: &Ctl,
         mut f: impl FnMut(RecordBatch) -> Result<RecordBatch, String>,
     ) -> Result<(), String> {
         while let Some(ev) = self.next().await {
@@ -292,25 +653,33 @@ impl Inputs {
                     out.batch(f(b)?).await?;
                 }
                 Event::Watermark(w) => out.watermark(w).await?,
+                Event::Barrier(e) => {
+                    ctl.report(e, Vec::new());
+                    out.barrier(e).await?;
+                }
             }
         }
+        ctl.finished(Vec::new());
         Ok(())
     }
 
-    /// A sink: every batch to `f`, counted; watermarks are of no use to it.
-    async fn drain(
-        mut self,
-        stats: &NodeStats,
-        mut f: impl FnMut(&RecordBatch) -> Result<(), String>,
-    ) -> Result<(), String> {
+    /// A sink: every batch written, counted; at a barrier it flushes and reports where
+    /// it is.
+    async fn drain(mut self, stats: &NodeStats, ctl: &Ctl, mut sink: Sink) -> Result<(), String> {
         while let Some(ev) = self.next().await {
-            if let Event::Batch(b) = ev {
-                stats
-                    .rows_in
-                    .fetch_add(b.num_rows() as u64, Ordering::Relaxed);
-                f(&b)?;
+            match ev {
+                Event::Batch(b) => {
+                    stats
+                        .rows_in
+                        .fetch_add(b.num_rows() as u64, Ordering::Relaxed);
+                    sink.write(&b, stats).await?;
+                }
+                Event::Watermark(_) => {}
+                Event::Barrier(e) => ctl.report(e, sink.checkpoint()?),
             }
         }
+        let state = sink.checkpoint()?;
+        ctl.finished(state);
         Ok(())
     }
 }
@@ -321,28 +690,30 @@ async fn run_node(
     out: Outputs,
     input: Option<(SchemaRef, Option<String>)>,
     out_schema: Option<SchemaRef>,
+    mut ctl: Ctl,
 ) -> Result<(), String> {
     match &node.kind {
-        Kind::Generator {
-            generator,
-            rows,
-            rate,
-            seed,
-        } => generate(&node, *generator, *rows, *rate, *seed, &out).await,
-        Kind::FileSource { path, format } => {
-            read_file(&node, path, *format, out_schema, &out).await
+        Kind::Generator { .. } | Kind::FileSource { .. } | Kind::TableStream { .. } => {
+            let state = source::run(&node, out_schema, &out, &mut ctl).await?;
+            ctl.finished(state);
+            Ok(())
         }
         Kind::Sql { sql, .. } => {
             let (schema, _) = input.ok_or("the input's columns are unknown")?;
             let compiled = super::sql::compile(&schema, sql).await?;
-            Inputs::new(ins).map(&out, |b| compiled.apply(&b)).await
+            Inputs::new(ins)
+                .map(&out, &ctl, |b| compiled.apply(&b))
+                .await
         }
-        Kind::Union => Inputs::new(ins).map(&out, Ok).await,
+        Kind::Union => Inputs::new(ins).map(&out, &ctl, Ok).await,
         Kind::Window(spec) => {
             let (schema, event_time) = input.ok_or("the input's columns are unknown")?;
             let event_time = event_time.ok_or("the input has no event time")?;
             let out_schema = out_schema.ok_or("the output's columns are unknown")?;
             let mut window = Window::new(spec.clone(), &schema, &event_time, out_schema)?;
+            if let Some(state) = &ctl.restore {
+                window.restore(state)?;
+            }
             let mut ins = Inputs::new(ins);
             while let Some(ev) = ins.next().await {
                 match ev {
@@ -364,188 +735,32 @@ async fn run_node(
                         }
                         out.watermark(w).await?;
                     }
+                    Event::Barrier(e) => {
+                        ctl.report(e, window.snapshot()?);
+                        out.barrier(e).await?;
+                    }
                 }
+            }
+            if ctl.keeps_state() {
+                // Stopped: the open windows are in the last checkpoint.
+                return Ok(());
             }
             // Every input ended: what is open fires.
             if let Some(rows) = window.on_watermark(i64::MAX)? {
                 out.batch(rows).await?;
             }
+            ctl.finished(window.snapshot()?);
             Ok(())
         }
-        Kind::Blackhole => Inputs::new(ins).drain(&out.stats, |_| Ok(())).await,
-        Kind::Stdout => {
-            Inputs::new(ins)
-                .drain(&out.stats, |b| {
-                    let mut text = Vec::new();
-                    write_jsonl(&mut text, b)?;
-                    std::io::stdout()
-                        .lock()
-                        .write_all(&text)
-                        .map_err(|e| e.to_string())
-                })
-                .await
-        }
-        Kind::FileSink { path, format } => {
-            let mut file = std::io::BufWriter::new(
-                std::fs::File::create(path).map_err(|e| format!("cannot create {path}: {e}"))?,
-            );
-            let mut header = true;
-            Inputs::new(ins)
-                .drain(&out.stats, |b| match format {
-                    FileFormat::Csv => {
-                        let mut w = arrow::csv::WriterBuilder::new()
-                            .with_header(header)
-                            .build(&mut file);
-                        header = false;
-                        w.write(b).map_err(|e| e.to_string())
-                    }
-                    _ => write_jsonl(&mut file, b),
-                })
-                .await?;
-            file.flush().map_err(|e| format!("writing {path}: {e}"))
+        Kind::Blackhole
+        | Kind::Stdout
+        | Kind::FileSink { .. }
+        | Kind::TableSink { .. }
+        | Kind::Http { .. } => {
+            let event_time = input.and_then(|(_, t)| t);
+            let sink = Sink::open(&node, event_time, &ctl).await?;
+            Inputs::new(ins).drain(&out.stats, &ctl, sink).await
         }
         other => Err(format!("{} nodes cannot run yet", other.type_name())),
-    }
-}
-
-fn write_jsonl(out: &mut impl std::io::Write, batch: &RecordBatch) -> Result<(), String> {
-    let mut w = arrow::json::LineDelimitedWriter::new(out);
-    w.write(batch).map_err(|e| e.to_string())?;
-    w.finish().map_err(|e| e.to_string())
-}
-
-/// splitmix64: deterministic per (seed, row).
-fn mix(seed: u64, i: u64) -> u64 {
-    let mut z = seed.wrapping_add(i.wrapping_mul(0x9e37_79b9_7f4a_7c15));
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
-async fn generate(
-    node: &NodeSpec,
-    kind: GeneratorKind,
-    rows: Option<u64>,
-    rate: u64,
-    seed: u64,
-    out: &Outputs,
-) -> Result<(), String> {
-    let schema = generator_schema(kind);
-    let lag = node.watermark.map_or(0, |w| w.max_out_of_orderness);
-    let step = 1_000_000_000 / rate.max(1) as i64;
-    let total = rows.unwrap_or(u64::MAX);
-    let mut next = 0u64;
-    while next < total {
-        let n = (total - next).min(SOURCE_BATCH_ROWS as u64);
-        let range = next..next + n;
-        let times: Vec<i64> = range
-            .clone()
-            .map(|i| GENERATOR_EPOCH_NS + i as i64 * step)
-            .collect();
-        let tz = Some(Arc::from("UTC"));
-        let time_col = || -> ArrayRef {
-            Arc::new(TimestampNanosecondArray::from(times.clone()).with_timezone_opt(tz.clone()))
-        };
-        let columns: Vec<ArrayRef> = match kind {
-            GeneratorKind::Sequence => vec![
-                Arc::new(Int64Array::from_iter_values(
-                    range.clone().map(|i| i as i64),
-                )),
-                time_col(),
-            ],
-            GeneratorKind::Bids => {
-                // Nexmark-like: a few hot auctions take most bids.
-                let r: Vec<u64> = range.clone().map(|i| mix(seed, i)).collect();
-                let auction = r.iter().map(|x| if x % 100 < 90 { (x >> 8) % 10 } else { 10 + (x >> 8) % 1000 } as i64);
-                vec![
-                    Arc::new(Int64Array::from_iter_values(auction)),
-                    Arc::new(Int64Array::from_iter_values(
-                        r.iter().map(|x| ((x >> 20) % 10_000) as i64),
-                    )),
-                    Arc::new(Int64Array::from_iter_values(
-                        r.iter().map(|x| ((x >> 32) % 10_000 + 1) as i64),
-                    )),
-                    Arc::new(StringArray::from_iter_values(r.iter().map(|x| {
-                        ["apple", "google", "facebook", "baidu"][(x >> 44) as usize % 4]
-                    }))),
-                    Arc::new(StringArray::from_iter_values(r.iter().map(|x| {
-                        format!("https://www.nexmark.com/item/{}", (x >> 8) % 1000)
-                    }))),
-                    time_col(),
-                    Arc::new(StringArray::from_iter_values(r.iter().map(|_| ""))),
-                ]
-            }
-            GeneratorKind::Auctions | GeneratorKind::Persons => {
-                return Err(format!("the {} generator cannot run yet", kind.name()));
-            }
-        };
-        let batch =
-            RecordBatch::try_new(Arc::clone(&schema), columns).map_err(|e| e.to_string())?;
-        out.batch(batch).await?;
-        if node.event_time.is_some() {
-            out.watermark(times.last().copied().unwrap_or(i64::MIN) - lag)
-                .await?;
-        }
-        next += n;
-    }
-    Ok(())
-}
-
-async fn read_file(
-    node: &NodeSpec,
-    path: &str,
-    format: FileFormat,
-    schema: Option<SchemaRef>,
-    out: &Outputs,
-) -> Result<(), String> {
-    let schema = schema.ok_or("the file's columns are unknown")?;
-    let file = std::io::BufReader::new(
-        std::fs::File::open(path).map_err(|e| format!("cannot read {path}: {e}"))?,
-    );
-    let reader: Box<dyn Iterator<Item = Result<RecordBatch, arrow::error::ArrowError>> + Send> =
-        match format {
-            FileFormat::Jsonl => Box::new(
-                arrow::json::ReaderBuilder::new(Arc::clone(&schema))
-                    .with_batch_size(file_batch_rows(node))
-                    .build(file)
-                    .map_err(|e| e.to_string())?,
-            ),
-            FileFormat::Csv => Box::new(
-                arrow::csv::ReaderBuilder::new(Arc::clone(&schema))
-                    .with_header(true)
-                    .with_batch_size(file_batch_rows(node))
-                    .build(file)
-                    .map_err(|e| e.to_string())?,
-            ),
-            _ => return Err("a file source reads jsonl or csv".into()),
-        };
-    let time_col = node
-        .event_time
-        .as_ref()
-        .map(|t| schema.index_of(&t.name))
-        .transpose()
-        .map_err(|e| e.to_string())?;
-    let lag = node.watermark.map_or(0, |w| w.max_out_of_orderness);
-    let mut max_time = i64::MIN;
-    for batch in reader {
-        let batch = batch.map_err(|e| format!("reading {path}: {e}"))?;
-        if let Some(c) = time_col {
-            max_time = event_times(batch.column(c))?
-                .into_iter()
-                .flatten()
-                .fold(max_time, i64::max);
-        }
-        out.batch(batch).await?;
-        if time_col.is_some() && max_time > i64::MIN {
-            out.watermark(max_time.saturating_sub(lag)).await?;
-        }
-    }
-    Ok(())
-}
-
-fn file_batch_rows(node: &NodeSpec) -> usize {
-    match &node.kind {
-        Kind::FileSource { .. } => node.batch_rows.unwrap_or(SOURCE_BATCH_ROWS).max(1),
-        _ => SOURCE_BATCH_ROWS,
     }
 }

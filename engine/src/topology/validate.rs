@@ -20,7 +20,7 @@ use super::spec::{AggFunc, FileFormat, GeneratorKind, Kind, Loc, NodeSpec, Probl
 
 /// Where table schemas come from: the node's catalog when a topology is deployed, nothing
 /// when a file is validated on its own (checks that need a table's schema are skipped).
-pub trait TableSchemas {
+pub trait TableSchemas: Send + Sync {
     fn table_schema(&self, database: &str, table: &str) -> Option<SchemaRef>;
 }
 

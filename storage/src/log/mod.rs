@@ -239,6 +239,24 @@ impl PartitionLog {
         from: u64,
         visit: &mut dyn FnMut(Record<'_>) -> Result<()>,
     ) -> Result<()> {
+        self.read_some(from, usize::MAX, visit).map(|_| ())
+    }
+
+    /// Reads at most `max_records` records at or after `from`, of those written when the
+    /// call began, and returns the offset to read from next (`from` when nothing was
+    /// read). Records of removed segments are skipped: the first visited may be past
+    /// `from`.
+    ///
+    /// # Errors
+    /// I/O errors, and corruption that appeared after open.
+    pub fn read_some(
+        &self,
+        from: u64,
+        max_records: usize,
+        visit: &mut dyn FnMut(Record<'_>) -> Result<()>,
+    ) -> Result<u64> {
+        let mut next = from;
+        let mut left = max_records;
         // Read the bounds under the segment list's lock: a roll swaps the active segment
         // and resets `written_len` while holding it for writing.
         let (end_offset, active_len, segments) = {
@@ -271,14 +289,16 @@ impl PartitionLog {
             let mut pos = start;
             loop {
                 match frame::decode(data, pos) {
-                    frame::Decoded::Record(r, next) => {
-                        if r.offset >= end_offset {
-                            break;
+                    frame::Decoded::Record(r, pos_after) => {
+                        if r.offset >= end_offset || left == 0 {
+                            return Ok(next);
                         }
                         if r.offset >= from {
+                            next = r.offset + 1;
+                            left -= 1;
                             visit(r)?;
                         }
-                        pos = next;
+                        pos = pos_after;
                     }
                     frame::Decoded::End => break,
                     frame::Decoded::Truncated | frame::Decoded::Invalid(_) => {
@@ -291,7 +311,7 @@ impl PartitionLog {
                 }
             }
         }
-        Ok(())
+        Ok(next)
     }
 
     /// Assigns the next offset to a frame and stages it for the current commit round.

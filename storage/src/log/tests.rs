@@ -235,6 +235,25 @@ fn read_from_an_offset_spanning_segments() -> Result<()> {
         Ok(())
     })?;
     assert_eq!(got, (37..100).collect::<Vec<_>>());
+
+    // In bounded steps, as a stream reader does: every record once, in order, and the
+    // position handed back is where the next step starts.
+    let mut stepped = Vec::new();
+    let mut at = 37;
+    loop {
+        let next = log.read_some(at, 7, &mut |r| {
+            stepped.push(r.offset);
+            Ok(())
+        })?;
+        if next == at {
+            break;
+        }
+        at = next;
+    }
+    assert_eq!(stepped, got);
+    assert_eq!(at, 100);
+    // Past the end nothing is read and the position stays.
+    assert_eq!(log.read_some(100, 7, &mut |_| Ok(()))?, 100);
     Ok(())
 }
 

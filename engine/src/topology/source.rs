@@ -1,0 +1,374 @@
+//! Sources of a running topology: `generator`, `file` and `table_stream`.
+//!
+//! Each source makes batches, follows them with a watermark (highest event time seen
+//! minus `max_out_of_orderness`) and, between batches, passes on the checkpoint barriers
+//! the coordinator asked for with its position: the next row (generator), rows read and
+//! the highest event time (file), or the next log offset of every partition and the
+//! highest event time (table stream). Restored, it starts from that position.
+//!
+//! A table stream reads the database's partition logs (see `crate::stream`): from offset
+//! zero (`from: earliest`, the oldest record still in the log) or the end (`latest`) on
+//! the first start, from its checkpoint after a restart; it holds the log segments from
+//! the last checkpoint's offsets on, so that a restart can read them again even if they
+//! were persisted meanwhile. Caught up, it waits for the next write.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use arrow::array::{
+    ArrayRef, Int64Array, RecordBatch, StringArray, TimestampNanosecondArray, new_null_array,
+};
+use arrow::compute::cast;
+use arrow::datatypes::SchemaRef;
+
+use super::checkpoint::{StateReader, StateWriter};
+use super::run::{Ctl, Outputs};
+use super::spec::{FileFormat, GeneratorKind, Kind, NodeSpec, StartFrom};
+use super::validate::generator_schema;
+use super::window::event_times;
+
+/// Rows per batch a source makes.
+const SOURCE_BATCH_ROWS: usize = 1024;
+/// Log records a table stream reads from one partition at a time.
+const LOG_RECORDS_PER_READ: usize = 16;
+/// Event time of a generator's first row: 2026-01-01T00:00:00Z.
+pub const GENERATOR_EPOCH_NS: i64 = 1_767_225_600_000_000_000;
+
+/// Runs the source `node` until it ends or is stopped; returns its final state.
+pub(crate) async fn run(
+    node: &NodeSpec,
+    schema: Option<SchemaRef>,
+    out: &Outputs,
+    ctl: &mut Ctl,
+) -> Result<Vec<u8>, String> {
+    match &node.kind {
+        Kind::Generator {
+            generator,
+            rows,
+            rate,
+            seed,
+        } => generate(node, *generator, *rows, *rate, *seed, out, ctl).await,
+        Kind::FileSource { path, format } => read_file(node, path, *format, schema, out, ctl).await,
+        Kind::TableStream {
+            database,
+            table,
+            from,
+        } => {
+            let schema = schema.ok_or_else(|| {
+                format!("table {database}.{table} does not exist (write to it first)")
+            })?;
+            table_stream(node, database, table, *from, schema, out, ctl).await
+        }
+        other => Err(format!("{} is not a source", other.type_name())),
+    }
+}
+
+/// The watermark a source sends after seeing event times up to `max_time`.
+fn source_watermark(node: &NodeSpec, max_time: i64) -> Option<i64> {
+    let lag = node.watermark.map_or(0, |w| w.max_out_of_orderness);
+    (node.event_time.is_some() && max_time > i64::MIN).then(|| max_time.saturating_sub(lag))
+}
+
+/// splitmix64: deterministic per (seed, row).
+fn mix(seed: u64, i: u64) -> u64 {
+    let mut z = seed.wrapping_add(i.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+async fn generate(
+    node: &NodeSpec,
+    kind: GeneratorKind,
+    rows: Option<u64>,
+    rate: u64,
+    seed: u64,
+    out: &Outputs,
+    ctl: &mut Ctl,
+) -> Result<Vec<u8>, String> {
+    let schema = generator_schema(kind);
+    let step = 1_000_000_000 / rate.max(1) as i64;
+    let total = rows.unwrap_or(u64::MAX);
+    let mut next = match &ctl.restore {
+        Some(state) => StateReader::new(state).u64()?,
+        None => 0,
+    };
+    let state = |next: u64| StateWriter::default().u64(next).finish();
+    while next < total {
+        let n = (total - next).min(SOURCE_BATCH_ROWS as u64);
+        let range = next..next + n;
+        let times: Vec<i64> = range
+            .clone()
+            .map(|i| GENERATOR_EPOCH_NS.saturating_add((i as i64).saturating_mul(step)))
+            .collect();
+        let tz = Some(Arc::from("UTC"));
+        let time_col = || -> ArrayRef {
+            Arc::new(TimestampNanosecondArray::from(times.clone()).with_timezone_opt(tz.clone()))
+        };
+        let columns: Vec<ArrayRef> = match kind {
+            GeneratorKind::Sequence => vec![
+                Arc::new(Int64Array::from_iter_values(
+                    range.clone().map(|i| i as i64),
+                )),
+                time_col(),
+            ],
+            GeneratorKind::Bids => {
+                // Nexmark-like: a few hot auctions take most bids.
+                let r: Vec<u64> = range.clone().map(|i| mix(seed, i)).collect();
+                let auction = r.iter().map(|x| if x % 100 < 90 { (x >> 8) % 10 } else { 10 + (x >> 8) % 1000 } as i64);
+                vec![
+                    Arc::new(Int64Array::from_iter_values(auction)),
+                    Arc::new(Int64Array::from_iter_values(
+                        r.iter().map(|x| ((x >> 20) % 10_000) as i64),
+                    )),
+                    Arc::new(Int64Array::from_iter_values(
+                        r.iter().map(|x| ((x >> 32) % 10_000 + 1) as i64),
+                    )),
+                    Arc::new(StringArray::from_iter_values(r.iter().map(|x| {
+                        ["apple", "google", "facebook", "baidu"][(x >> 44) as usize % 4]
+                    }))),
+                    Arc::new(StringArray::from_iter_values(r.iter().map(|x| {
+                        format!("https://www.nexmark.com/item/{}", (x >> 8) % 1000)
+                    }))),
+                    time_col(),
+                    Arc::new(StringArray::from_iter_values(r.iter().map(|_| ""))),
+                ]
+            }
+            GeneratorKind::Auctions | GeneratorKind::Persons => {
+                return Err(format!("the {} generator cannot run yet", kind.name()));
+            }
+        };
+        let batch =
+            RecordBatch::try_new(Arc::clone(&schema), columns).map_err(|e| e.to_string())?;
+        out.batch(batch).await?;
+        next += n;
+        if let Some(wm) = source_watermark(node, times.last().copied().unwrap_or(i64::MIN)) {
+            out.watermark(wm).await?;
+        }
+        if ctl.source_barriers(out, || state(next)).await?.1 {
+            break;
+        }
+    }
+    Ok(state(next))
+}
+
+async fn read_file(
+    node: &NodeSpec,
+    path: &str,
+    format: FileFormat,
+    schema: Option<SchemaRef>,
+    out: &Outputs,
+    ctl: &mut Ctl,
+) -> Result<Vec<u8>, String> {
+    let schema = schema.ok_or("the file's columns are unknown")?;
+    let file = std::io::BufReader::new(
+        std::fs::File::open(path).map_err(|e| format!("cannot read {path}: {e}"))?,
+    );
+    let batch_rows = node.batch_rows.unwrap_or(SOURCE_BATCH_ROWS).max(1);
+    let reader: Box<dyn Iterator<Item = Result<RecordBatch, arrow::error::ArrowError>> + Send> =
+        match format {
+            FileFormat::Jsonl => Box::new(
+                arrow::json::ReaderBuilder::new(Arc::clone(&schema))
+                    .with_batch_size(batch_rows)
+                    .build(file)
+                    .map_err(|e| e.to_string())?,
+            ),
+            FileFormat::Csv => Box::new(
+                arrow::csv::ReaderBuilder::new(Arc::clone(&schema))
+                    .with_header(true)
+                    .with_batch_size(batch_rows)
+                    .build(file)
+                    .map_err(|e| e.to_string())?,
+            ),
+            _ => return Err("a file source reads jsonl or csv".into()),
+        };
+    let time_col = node
+        .event_time
+        .as_ref()
+        .map(|t| schema.index_of(&t.name))
+        .transpose()
+        .map_err(|e| e.to_string())?;
+    // Restored: skip the rows sent before the checkpoint.
+    let (mut skip, mut max_time) = match &ctl.restore {
+        Some(state) => {
+            let mut r = StateReader::new(state);
+            (r.u64()?, r.i64()?)
+        }
+        None => (0, i64::MIN),
+    };
+    let mut read = skip;
+    let state = |read: u64, max_time: i64| StateWriter::default().u64(read).i64(max_time).finish();
+    for batch in reader {
+        let mut batch = batch.map_err(|e| format!("reading {path}: {e}"))?;
+        if skip > 0 {
+            let drop = (skip as usize).min(batch.num_rows());
+            batch = batch.slice(drop, batch.num_rows() - drop);
+            skip -= drop as u64;
+            if batch.num_rows() == 0 {
+                continue;
+            }
+        }
+        if let Some(c) = time_col {
+            max_time = event_times(batch.column(c))?
+                .into_iter()
+                .flatten()
+                .fold(max_time, i64::max);
+        }
+        read += batch.num_rows() as u64;
+        out.batch(batch).await?;
+        if let Some(wm) = source_watermark(node, max_time) {
+            out.watermark(wm).await?;
+        }
+        if ctl.source_barriers(out, || state(read, max_time)).await?.1 {
+            break;
+        }
+    }
+    Ok(state(read, max_time))
+}
+
+/// Casts or fills each column of `schema` from a logged batch of the table (which may
+/// lack columns added later, or have ones added since the topology was validated).
+fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, String> {
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|f| match batch.column_by_name(f.name()) {
+            Some(c) if c.data_type() == f.data_type() => Ok(Arc::clone(c)),
+            Some(c) => cast(c, f.data_type()).map_err(|e| format!("column {}: {e}", f.name())),
+            None => Ok(new_null_array(f.data_type(), batch.num_rows())),
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    RecordBatch::try_new_with_options(
+        Arc::clone(schema),
+        columns,
+        &arrow::array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
+    )
+    .map_err(|e| e.to_string())
+}
+
+/// A table stream's saved offsets (one per partition) and highest event time.
+fn table_stream_state(state: &[u8]) -> Result<(Vec<u64>, i64), String> {
+    let mut r = StateReader::new(state);
+    let n = r.u64()? as usize;
+    let offsets = (0..n).map(|_| r.u64()).collect::<Result<Vec<_>, _>>()?;
+    Ok((offsets, r.i64()?))
+}
+
+/// The log offsets a table stream's checkpointed state resumes from.
+pub(crate) fn table_stream_offsets(state: &[u8]) -> Result<Vec<u64>, String> {
+    table_stream_state(state).map(|(o, _)| o)
+}
+
+async fn table_stream(
+    node: &NodeSpec,
+    database: &str,
+    table: &str,
+    from: StartFrom,
+    schema: SchemaRef,
+    out: &Outputs,
+    ctl: &mut Ctl,
+) -> Result<Vec<u8>, String> {
+    let engine = ctl
+        .env
+        .node
+        .clone()
+        .ok_or("a table stream runs inside the server")?;
+    let end = engine.log_end(database).map_err(|e| e.to_string())?;
+    let (mut offsets, mut max_time) = match &ctl.restore {
+        Some(state) => table_stream_state(state)?,
+        None => match from {
+            StartFrom::Earliest => (vec![0; end.len()], i64::MIN),
+            StartFrom::Latest => (end.clone(), i64::MIN),
+        },
+    };
+    if offsets.len() != end.len() {
+        return Err(format!(
+            "the checkpoint has {} partitions of {database}, which has {}",
+            offsets.len(),
+            end.len()
+        ));
+    }
+    let state = |offsets: &[u64], max_time: i64| {
+        offsets
+            .iter()
+            .fold(StateWriter::default().u64(offsets.len() as u64), |w, o| {
+                w.u64(*o)
+            })
+            .i64(max_time)
+            .finish()
+    };
+    let hold = engine.hold_log(database, offsets.clone());
+    // Offsets of checkpoints not yet known to be written, by epoch.
+    let mut pending: Vec<(u64, Vec<u64>)> = Vec::new();
+    let mut writes = engine.subscribe_writes();
+    let time_col = node
+        .event_time
+        .as_ref()
+        .map(|t| schema.index_of(&t.name))
+        .transpose()
+        .map_err(|e| e.to_string())?;
+    loop {
+        // Marked seen before reading: a write landing during the read wakes the wait.
+        writes.borrow_and_update();
+        let mut progressed = false;
+        for (p, offset) in offsets.iter_mut().enumerate() {
+            let (db, t, from) = (database.to_string(), table.to_string(), *offset);
+            let reader = Arc::clone(&engine);
+            let (batches, next) = tokio::task::spawn_blocking(move || {
+                reader.read_table_stream(&db, &t, p, from, LOG_RECORDS_PER_READ)
+            })
+            .await
+            .map_err(|e| format!("reading the log: {e}"))?
+            .map_err(|e| e.to_string())?;
+            progressed |= next != *offset;
+            *offset = next;
+            for b in batches {
+                let b = conform(&b, &schema)?;
+                if let Some(c) = time_col {
+                    max_time = event_times(b.column(c))?
+                        .into_iter()
+                        .flatten()
+                        .fold(max_time, i64::max);
+                }
+                out.batch(b).await?;
+            }
+        }
+        let end = engine.log_end(database).map_err(|e| e.to_string())?;
+        let lag: u64 = end
+            .iter()
+            .zip(&offsets)
+            .map(|(e, o)| e.saturating_sub(*o))
+            .sum();
+        out.stats.lag_records.store(lag, Ordering::Relaxed);
+        if let Some(wm) = source_watermark(node, max_time) {
+            out.watermark(wm).await?;
+        }
+        let (passed, stop) = ctl
+            .source_barriers(out, || state(&offsets, max_time))
+            .await?;
+        if let Some(epoch) = passed {
+            pending.push((epoch, offsets.clone()));
+        }
+        // Once a checkpoint is written, the log before its offsets is no longer needed.
+        let written = *ctl.completed.borrow_and_update();
+        if let Some(i) = pending.iter().rposition(|(e, _)| *e <= written) {
+            hold.set(pending[i].1.clone());
+            pending.drain(..=i);
+        }
+        if stop {
+            return Ok(state(&offsets, max_time));
+        }
+        if !progressed {
+            tokio::select! {
+                changed = writes.changed() => {
+                    if changed.is_err() {
+                        return Err("the node shut down".into());
+                    }
+                }
+                // The coordinator outlives the sources: these only end in a failing run.
+                _ = ctl.barrier.changed() => {}
+                _ = ctl.completed.changed() => {}
+            }
+        }
+    }
+}
