@@ -135,6 +135,12 @@ fn downsampling_topology_survives_restarts() {
     let (code, body) = server.post("/api/v3/topologies", bad.replace("cpu_rollup", "bad"));
     assert_eq!(code, 400, "{body}");
     assert!(body.contains("usage_sys"), "{body}");
+    let looped = ROLLUP
+        .replace("table: cpu_1m", "table: cpu")
+        .replace("cpu_rollup", "looped");
+    let (code, body) = server.post("/api/v3/topologies", looped);
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("which this topology also streams"), "{body}");
 
     let rows = wait_for_rows(&server, 4);
     let avg = |from: f64| (0..6).map(|k| from + k as f64).sum::<f64>() / 6.0;

@@ -95,6 +95,19 @@ impl Node {
         Ok(self.log_of(db)?.next_offsets())
     }
 
+    /// Per partition of `db`, the offset of the oldest record still in the log.
+    ///
+    /// # Errors
+    /// The database does not exist.
+    pub fn log_start(&self, db: &str) -> Result<Vec<u64>> {
+        Ok(self
+            .log_of(db)?
+            .partitions
+            .iter()
+            .map(|p| p.first_offset())
+            .collect())
+    }
+
     /// A receiver that sees a change after every write.
     pub fn subscribe_writes(&self) -> tokio::sync::watch::Receiver<u64> {
         self.writes.subscribe()

@@ -106,9 +106,9 @@ struct Deployed {
     checkpoint: watch::Receiver<u64>,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
     started: Instant,
-    /// After a stop: the log from the final checkpoint's offsets on, kept until this
-    /// process ends so that the persister at shutdown cannot delete what the restart
-    /// reads first.
+    /// After a stop or a failure: the log from the last checkpoint's offsets on, kept
+    /// until this process ends so that the persister (at shutdown, say) cannot delete
+    /// what the restart reads first.
     kept: Arc<Mutex<Vec<LogHold>>>,
 }
 
@@ -249,10 +249,28 @@ impl Topologies {
                 _ => None,
             })
             .collect();
-        if missing.is_empty() {
+        // A topology writing the table it streams would read its own rows back forever.
+        let mut problems = missing;
+        for n in &v.spec.nodes {
+            if let Kind::TableSink { database, table } = &n.kind {
+                let loops = v.spec.nodes.iter().any(|m| {
+                    matches!(&m.kind, Kind::TableStream { database: d, table: t, .. } if d == database && t == table)
+                });
+                if loops {
+                    problems.push(Problem {
+                        loc: n.loc,
+                        path: n.path(),
+                        message: format!(
+                            "writes {database}.{table}, which this topology also streams: every row written would be read again"
+                        ),
+                    });
+                }
+            }
+        }
+        if problems.is_empty() {
             Ok(v)
         } else {
-            Err(missing)
+            Err(problems)
         }
     }
 
@@ -328,7 +346,10 @@ impl Topologies {
             let result = run(&v, &stats, env).await;
             released.abort();
             let stopped = *stop_rx.borrow();
-            if stopped && let Ok(Some(last)) = Checkpoint::read(&dir) {
+            // Stopped or failed, it will resume from its last checkpoint (after a restart).
+            if (stopped || result.is_err())
+                && let Ok(Some(last)) = Checkpoint::read(&dir)
+            {
                 *kept.lock() = restored_holds(&node, &v, Some(&last));
             }
             let mut state = state.lock();

@@ -195,6 +195,14 @@ impl PartitionLog {
         self.written_next_offset.load(Ordering::Acquire)
     }
 
+    /// Offset of the oldest record still in the log (older segments were removed).
+    pub fn first_offset(&self) -> u64 {
+        self.segments
+            .read()
+            .first()
+            .map_or_else(|| self.next_offset(), |s| s.base_offset)
+    }
+
     /// Number of segment files.
     pub fn segment_count(&self) -> usize {
         self.segments.read().len()
