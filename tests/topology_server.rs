@@ -31,6 +31,8 @@ transforms:
     key_by: [host]
     window: { tumbling: 1m }
     aggregates: { avg_user: avg(usage_user), max_user: max(usage_user), n: count(*) }
+    # Two tasks, each owning some hosts: checkpoints align across both.
+    parallelism: 2
 sinks:
   store: { inputs: [per_1m], type: table, database: metrics, table: cpu_1m }
 ";

@@ -26,6 +26,7 @@ use arrow::datatypes::SchemaRef;
 use tokio::sync::{mpsc, watch};
 
 use super::checkpoint::Checkpoint;
+use super::plan::Exchange;
 use super::sink::Sink;
 use super::source;
 use super::spec::{FileFormat, GeneratorKind, Kind, NodeSpec, Problem};
@@ -44,8 +45,6 @@ pub enum Msg {
     /// Everything of checkpoint epoch `n` came before this.
     Barrier(u64),
 }
-
-type Senders = Vec<mpsc::Sender<Msg>>;
 
 /// Batches in flight per edge.
 const CHANNEL_BATCHES: usize = 16;
@@ -143,6 +142,7 @@ pub fn check_runnable(v: &Validated, with_node: bool) -> Result<(), Vec<Problem>
             | Kind::FileSource { .. }
             | Kind::Sql { .. }
             | Kind::Window(_)
+            | Kind::KeyBy { .. }
             | Kind::Union
             | Kind::Stdout
             | Kind::Blackhole => None,
@@ -155,13 +155,22 @@ pub fn check_runnable(v: &Validated, with_node: bool) -> Result<(), Vec<Problem>
                 other.type_name()
             )),
         };
-        let problem = match why {
-            Some(message) => Some((n.loc, message)),
-            None if n.parallelism > 1 => Some((
-                n.parallelism_loc.unwrap_or(n.loc),
-                "parallelism above 1 cannot run yet".to_string(),
-            )),
-            None => None,
+        let parallel_why = match &n.kind {
+            _ if n.parallelism <= 1 => None,
+            Kind::Generator { .. } | Kind::FileSource { .. } | Kind::TableStream { .. } => {
+                Some("sources run with parallelism 1")
+            }
+            Kind::FileSink { .. } | Kind::Stdout => {
+                Some("file and stdout sinks run with parallelism 1 (one writer)")
+            }
+            _ => None,
+        };
+        let problem = match (why, parallel_why) {
+            (Some(message), _) => Some((n.loc, message)),
+            (None, Some(message)) => {
+                Some((n.parallelism_loc.unwrap_or(n.loc), message.to_string()))
+            }
+            (None, None) => None,
         };
         if let Some((loc, message)) = problem {
             problems.push(Problem {
@@ -251,21 +260,46 @@ impl Ctl {
 /// written.
 pub async fn run(v: &Validated, stats: &[Arc<NodeStats>], env: RunEnv) -> Result<(), String> {
     let nodes = &v.spec.nodes;
-    // One channel per edge: the sender goes to the producer's main or late outputs.
-    let mut outputs: Vec<(Senders, Senders)> =
-        (0..nodes.len()).map(|_| (Vec::new(), Vec::new())).collect();
-    let mut inputs: Vec<Vec<mpsc::Receiver<Msg>>> = (0..nodes.len()).map(|_| Vec::new()).collect();
-    for (to, n) in nodes.iter().enumerate() {
-        for input in &n.inputs {
-            let Some(from) = nodes.iter().position(|m| m.name == input.node) else {
-                continue;
-            };
-            let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
-            match input.output.as_deref() {
-                Some("late") => outputs[from].1.push(tx),
-                _ => outputs[from].0.push(tx),
+    // Instances: node i runs as `parallelism` tasks, numbered from `first[i]`.
+    let mut first = Vec::with_capacity(nodes.len());
+    let mut instances: Vec<(usize, usize)> = Vec::new();
+    for (i, n) in nodes.iter().enumerate() {
+        first.push(instances.len());
+        instances.extend((0..n.parallelism.max(1)).map(|k| (i, k)));
+    }
+    let width = |i: usize| nodes[i].parallelism.max(1);
+    // Per instance: its main and late outputs (one router per edge) and its inputs.
+    let mut outputs: Vec<(Vec<Route>, Vec<Route>)> =
+        instances.iter().map(|_| (Vec::new(), Vec::new())).collect();
+    let mut inputs: Vec<Vec<mpsc::Receiver<Msg>>> = instances.iter().map(|_| Vec::new()).collect();
+    for edge in super::plan::plan(v).edges {
+        let (from, to) = (edge.from, edge.to);
+        let forward = edge.exchange == Exchange::Forward && width(from) == width(to);
+        for a in 0..width(from) {
+            let mut senders = Vec::new();
+            for b in 0..width(to) {
+                if forward && a != b {
+                    continue;
+                }
+                let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
+                senders.push(tx);
+                inputs[first[to] + b].push(rx);
             }
-            inputs[to].push(rx);
+            let route = match &edge.exchange {
+                Exchange::Shuffle(keys) if width(to) > 1 => Route::Hash {
+                    to: senders,
+                    keys: keys.clone(),
+                },
+                _ => Route::RoundRobin {
+                    to: senders,
+                    next: a,
+                },
+            };
+            let out = &mut outputs[first[from] + a];
+            match edge.output.as_deref() {
+                Some("late") => out.1.push(route),
+                _ => out.0.push(route),
+            }
         }
     }
     let first_epoch = env.restore.as_ref().map_or(0, |c| c.epoch);
@@ -273,15 +307,20 @@ pub async fn run(v: &Validated, stats: &[Arc<NodeStats>], env: RunEnv) -> Result
     let (completed_tx, completed_rx) = watch::channel(first_epoch);
     let (report_tx, mut report_rx) = mpsc::unbounded_channel();
     let stopping = Arc::new(AtomicBool::new(false));
+    let names: Vec<String> = instances
+        .iter()
+        .map(|&(i, k)| instance_name(&nodes[i], k))
+        .collect();
     let mut tasks = tokio::task::JoinSet::new();
-    for (i, n) in nodes.iter().enumerate().rev() {
-        let (main, late) = std::mem::take(&mut outputs[i]);
+    for (x, &(i, _)) in instances.iter().enumerate().rev() {
+        let n = &nodes[i];
+        let (main, late) = std::mem::take(&mut outputs[x]);
         let out = Outputs {
             main,
             late,
             stats: Arc::clone(&stats[i]),
         };
-        let ins = std::mem::take(&mut inputs[i]);
+        let ins = std::mem::take(&mut inputs[x]);
         let node = n.clone();
         let info_in: Option<(SchemaRef, Option<String>)> = n
             .inputs
@@ -295,7 +334,7 @@ pub async fn run(v: &Validated, stats: &[Arc<NodeStats>], env: RunEnv) -> Result
             });
         let out_schema = v.info[i].schema.clone();
         let ctl = Ctl {
-            index: i,
+            index: x,
             barrier: barrier_rx.clone(),
             seen: first_epoch,
             stopping: Arc::clone(&stopping),
@@ -305,7 +344,7 @@ pub async fn run(v: &Validated, stats: &[Arc<NodeStats>], env: RunEnv) -> Result
             restore: env
                 .restore
                 .as_ref()
-                .and_then(|c| c.states.get(&n.name).cloned()),
+                .and_then(|c| c.states.get(&names[x]).cloned()),
             env: env.clone(),
         };
         tasks.spawn(async move {
@@ -317,7 +356,6 @@ pub async fn run(v: &Validated, stats: &[Arc<NodeStats>], env: RunEnv) -> Result
     }
     drop(report_tx);
 
-    let names: Vec<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
     let mut coordinator = Coordinator {
         names: &names,
         epoch: first_epoch,
@@ -404,7 +442,8 @@ async fn wait_for_stop(stop: &mut Option<watch::Receiver<bool>>) -> bool {
 
 /// Collects node states per epoch and writes each checkpoint once complete.
 struct Coordinator<'a> {
-    names: &'a [&'a str],
+    /// Per task, the name its state is saved under.
+    names: &'a [String],
     epoch: u64,
     pending: BTreeMap<u64, BTreeMap<usize, Vec<u8>>>,
     finished: BTreeMap<usize, Vec<u8>>,
@@ -439,7 +478,7 @@ impl Coordinator<'_> {
                 epoch,
                 states: states
                     .into_iter()
-                    .map(|(i, s)| (self.names[i].to_string(), s))
+                    .map(|(i, s)| (self.names[i].clone(), s))
                     .collect(),
             };
             if let Some(dir) = &self.env.checkpoint_dir {
@@ -492,60 +531,164 @@ impl Sampler {
     }
 }
 
+/// The name a task's state is saved under: the node's, with `#k` for instance k of a
+/// node that runs in parallel.
+fn instance_name(n: &NodeSpec, k: usize) -> String {
+    if n.parallelism > 1 {
+        format!("{}#{k}", n.name)
+    } else {
+        n.name.clone()
+    }
+}
+
+/// Where one edge takes a task's batches: to one of the consumer's tasks in turn, or to
+/// the task that owns each row's key. Watermarks and barriers go to every task.
+enum Route {
+    RoundRobin {
+        to: Vec<mpsc::Sender<Msg>>,
+        next: usize,
+    },
+    Hash {
+        to: Vec<mpsc::Sender<Msg>>,
+        keys: Vec<String>,
+    },
+}
+
+impl Route {
+    fn senders(&self) -> &[mpsc::Sender<Msg>] {
+        match self {
+            Route::RoundRobin { to, .. } | Route::Hash { to, .. } => to,
+        }
+    }
+}
+
+/// Splits `batch` by a hash of its `keys` columns into one batch per task (the same key
+/// always goes to the same task: the hash is xxh3 of Arrow's row encoding of the key).
+fn split_by_key(
+    batch: &RecordBatch,
+    keys: &[String],
+    tasks: usize,
+) -> Result<Vec<RecordBatch>, String> {
+    use arrow::row::{RowConverter, SortField};
+    let columns = keys
+        .iter()
+        .map(|k| {
+            batch
+                .column_by_name(k)
+                .cloned()
+                .ok_or_else(|| format!("no key column {k:?} to shuffle by"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let converter = RowConverter::new(
+        columns
+            .iter()
+            .map(|c| SortField::new(c.data_type().clone()))
+            .collect(),
+    )
+    .map_err(|e| e.to_string())?;
+    let rows = converter
+        .convert_columns(&columns)
+        .map_err(|e| e.to_string())?;
+    let mut picks: Vec<Vec<u32>> = vec![Vec::new(); tasks];
+    for (i, row) in rows.iter().enumerate() {
+        let t = (xxhash_rust::xxh3::xxh3_64(row.as_ref()) % tasks as u64) as usize;
+        picks[t].push(i as u32);
+    }
+    picks
+        .into_iter()
+        .map(|p| {
+            arrow::compute::take_record_batch(batch, &arrow::array::UInt32Array::from(p))
+                .map_err(|e| e.to_string())
+        })
+        .collect()
+}
+
 pub(crate) struct Outputs {
-    main: Vec<mpsc::Sender<Msg>>,
-    late: Vec<mpsc::Sender<Msg>>,
+    main: Vec<Route>,
+    late: Vec<Route>,
     pub(crate) stats: Arc<NodeStats>,
 }
 
 impl Outputs {
-    pub(crate) async fn batch(&self, batch: RecordBatch) -> Result<(), String> {
+    pub(crate) async fn batch(&mut self, batch: RecordBatch) -> Result<(), String> {
         if batch.num_rows() == 0 {
             return Ok(());
         }
         self.stats
             .rows_out
             .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
-        self.send_all(&self.main, Msg::Batch(batch)).await
+        Self::route(&mut self.main, batch, &self.stats).await
     }
 
-    async fn late(&self, batch: RecordBatch) -> Result<(), String> {
+    async fn late(&mut self, batch: RecordBatch) -> Result<(), String> {
         self.stats
             .late_rows
             .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
-        self.send_all(&self.late, Msg::Batch(batch)).await
+        Self::route(&mut self.late, batch, &self.stats).await
     }
 
-    pub(crate) async fn watermark(&self, wm: i64) -> Result<(), String> {
-        self.stats.watermark.store(wm, Ordering::Relaxed);
-        self.send_all(&self.main, Msg::Watermark(wm)).await?;
-        self.send_all(&self.late, Msg::Watermark(wm)).await
-    }
-
-    async fn barrier(&self, epoch: u64) -> Result<(), String> {
-        self.send_all(&self.main, Msg::Barrier(epoch)).await?;
-        self.send_all(&self.late, Msg::Barrier(epoch)).await
-    }
-
-    async fn send_all(&self, to: &[mpsc::Sender<Msg>], msg: Msg) -> Result<(), String> {
-        // A closed receiver means the topology is stopping after a failure elsewhere.
-        let closed = |_| "a downstream node stopped".to_string();
-        for tx in to {
-            match tx.try_send(msg.clone()) {
-                Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(msg)) => {
-                    let waited = Instant::now();
-                    tx.send(msg).await.map_err(closed)?;
-                    self.stats
-                        .blocked_ns
-                        .fetch_add(waited.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    /// Sends a batch along every edge.
+    async fn route(
+        routes: &mut [Route],
+        batch: RecordBatch,
+        stats: &NodeStats,
+    ) -> Result<(), String> {
+        for r in routes {
+            match r {
+                Route::RoundRobin { to, next } => {
+                    if to.is_empty() {
+                        continue;
+                    }
+                    *next = (*next + 1) % to.len();
+                    send(&to[*next], Msg::Batch(batch.clone()), stats).await?;
                 }
-                Err(mpsc::error::TrySendError::Closed(_)) => {
-                    return Err("a downstream node stopped".into());
+                Route::Hash { to, keys } => {
+                    for (tx, part) in to.iter().zip(split_by_key(&batch, keys, to.len())?) {
+                        if part.num_rows() > 0 {
+                            send(tx, Msg::Batch(part), stats).await?;
+                        }
+                    }
                 }
             }
         }
         Ok(())
+    }
+
+    pub(crate) async fn watermark(&self, wm: i64) -> Result<(), String> {
+        self.stats.watermark.store(wm, Ordering::Relaxed);
+        self.broadcast(Msg::Watermark(wm)).await
+    }
+
+    async fn barrier(&self, epoch: u64) -> Result<(), String> {
+        self.broadcast(Msg::Barrier(epoch)).await
+    }
+
+    /// Sends `msg` to every task of every consumer.
+    async fn broadcast(&self, msg: Msg) -> Result<(), String> {
+        for r in self.main.iter().chain(&self.late) {
+            for tx in r.senders() {
+                send(tx, msg.clone(), &self.stats).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Sends one message, counting the time spent waiting for room as backpressure.
+async fn send(tx: &mpsc::Sender<Msg>, msg: Msg, stats: &NodeStats) -> Result<(), String> {
+    // A closed receiver means the topology is stopping after a failure elsewhere.
+    let closed = |_| "a downstream node stopped".to_string();
+    match tx.try_send(msg) {
+        Ok(()) => Ok(()),
+        Err(mpsc::error::TrySendError::Full(msg)) => {
+            let waited = Instant::now();
+            tx.send(msg).await.map_err(closed)?;
+            stats
+                .blocked_ns
+                .fetch_add(waited.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            Ok(())
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => Err("a downstream node stopped".into()),
     }
 }
 
@@ -640,7 +783,7 @@ impl Inputs {
     /// watermark and barrier passed on (it holds no state).
     async fn map(
         mut self,
-        out: &Outputs,
+        out: &mut Outputs,
         ctl: &Ctl,
         mut f: impl FnMut(RecordBatch) -> Result<RecordBatch, String>,
     ) -> Result<(), String> {
@@ -687,14 +830,14 @@ impl Inputs {
 async fn run_node(
     node: NodeSpec,
     ins: Vec<mpsc::Receiver<Msg>>,
-    out: Outputs,
+    mut out: Outputs,
     input: Option<(SchemaRef, Option<String>)>,
     out_schema: Option<SchemaRef>,
     mut ctl: Ctl,
 ) -> Result<(), String> {
     match &node.kind {
         Kind::Generator { .. } | Kind::FileSource { .. } | Kind::TableStream { .. } => {
-            let state = source::run(&node, out_schema, &out, &mut ctl).await?;
+            let state = source::run(&node, out_schema, &mut out, &mut ctl).await?;
             ctl.finished(state);
             Ok(())
         }
@@ -702,10 +845,11 @@ async fn run_node(
             let (schema, _) = input.ok_or("the input's columns are unknown")?;
             let compiled = super::sql::compile(&schema, sql).await?;
             Inputs::new(ins)
-                .map(&out, &ctl, |b| compiled.apply(&b))
+                .map(&mut out, &ctl, |b| compiled.apply(&b))
                 .await
         }
-        Kind::Union => Inputs::new(ins).map(&out, &ctl, Ok).await,
+        // A key_by only decides where rows go: its output edges shuffle them.
+        Kind::Union | Kind::KeyBy { .. } => Inputs::new(ins).map(&mut out, &ctl, Ok).await,
         Kind::Window(spec) => {
             let (schema, event_time) = input.ok_or("the input's columns are unknown")?;
             let event_time = event_time.ok_or("the input has no event time")?;

@@ -38,7 +38,7 @@ pub const GENERATOR_EPOCH_NS: i64 = 1_767_225_600_000_000_000;
 pub(crate) async fn run(
     node: &NodeSpec,
     schema: Option<SchemaRef>,
-    out: &Outputs,
+    out: &mut Outputs,
     ctl: &mut Ctl,
 ) -> Result<Vec<u8>, String> {
     match &node.kind {
@@ -83,7 +83,7 @@ async fn generate(
     rows: Option<u64>,
     rate: u64,
     seed: u64,
-    out: &Outputs,
+    out: &mut Outputs,
     ctl: &mut Ctl,
 ) -> Result<Vec<u8>, String> {
     let schema = generator_schema(kind);
@@ -157,7 +157,7 @@ async fn read_file(
     path: &str,
     format: FileFormat,
     schema: Option<SchemaRef>,
-    out: &Outputs,
+    out: &mut Outputs,
     ctl: &mut Ctl,
 ) -> Result<Vec<u8>, String> {
     let schema = schema.ok_or("the file's columns are unknown")?;
@@ -265,7 +265,7 @@ async fn table_stream(
     table: &str,
     from: StartFrom,
     schema: SchemaRef,
-    out: &Outputs,
+    out: &mut Outputs,
     ctl: &mut Ctl,
 ) -> Result<Vec<u8>, String> {
     let engine = ctl
