@@ -10,6 +10,7 @@
 //! run today is listed in `run`.
 
 pub mod checkpoint;
+pub mod dedup;
 pub mod manager;
 pub mod plan;
 pub mod run;

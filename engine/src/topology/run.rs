@@ -26,6 +26,7 @@ use arrow::datatypes::SchemaRef;
 use tokio::sync::{mpsc, watch};
 
 use super::checkpoint::Checkpoint;
+use super::dedup::Dedup;
 use super::plan::Exchange;
 use super::sink::Sink;
 use super::source;
@@ -143,6 +144,7 @@ pub fn check_runnable(v: &Validated, with_node: bool) -> Result<(), Vec<Problem>
             | Kind::Sql { .. }
             | Kind::Window(_)
             | Kind::KeyBy { .. }
+            | Kind::Dedup { .. }
             | Kind::Union
             | Kind::Stdout
             | Kind::Blackhole => None,
@@ -894,6 +896,36 @@ async fn run_node(
                 out.batch(rows).await?;
             }
             ctl.finished(window.snapshot()?);
+            Ok(())
+        }
+        Kind::Dedup { key, within } => {
+            let (schema, event_time) = input.ok_or("the input's columns are unknown")?;
+            let event_time = event_time.ok_or("the input has no event time")?;
+            let keys: Vec<String> = key.iter().map(|k| k.name.clone()).collect();
+            let mut dedup = Dedup::new(&keys, *within, &schema, &event_time)?;
+            if let Some(state) = &ctl.restore {
+                dedup.restore(state)?;
+            }
+            let mut ins = Inputs::new(ins);
+            while let Some(ev) = ins.next().await {
+                match ev {
+                    Event::Batch(b) => {
+                        out.stats
+                            .rows_in
+                            .fetch_add(b.num_rows() as u64, Ordering::Relaxed);
+                        out.batch(dedup.on_batch(&b)?).await?;
+                    }
+                    Event::Watermark(w) => {
+                        dedup.on_watermark(w);
+                        out.watermark(w).await?;
+                    }
+                    Event::Barrier(e) => {
+                        ctl.report(e, dedup.snapshot()?);
+                        out.barrier(e).await?;
+                    }
+                }
+            }
+            ctl.finished(dedup.snapshot()?);
             Ok(())
         }
         Kind::Blackhole

@@ -578,13 +578,7 @@ impl Window {
             &arrow::array::RecordBatchOptions::new().with_row_count(Some(panes.len())),
         )
         .map_err(|e| e.to_string())?;
-        let mut out = Vec::new();
-        let mut w = arrow::ipc::writer::StreamWriter::try_new(&mut out, &batch.schema())
-            .map_err(|e| e.to_string())?;
-        w.write(&batch).map_err(|e| e.to_string())?;
-        w.finish().map_err(|e| e.to_string())?;
-        drop(w);
-        Ok(out)
+        ipc_encode(&batch)
     }
 
     /// Replaces the state with one [`Window::snapshot`] made.
@@ -593,12 +587,7 @@ impl Window {
     /// The bytes are not a snapshot of a window with this spec.
     pub fn restore(&mut self, bytes: &[u8]) -> Result<(), String> {
         let bad = |why: &str| format!("the checkpointed window state is unreadable: {why}");
-        let mut reader = arrow::ipc::reader::StreamReader::try_new(bytes, None)
-            .map_err(|e| bad(&e.to_string()))?;
-        let batch = reader
-            .next()
-            .ok_or_else(|| bad("no batch"))?
-            .map_err(|e| bad(&e.to_string()))?;
+        let batch = ipc_decode(bytes).map_err(|e| bad(&e))?;
         let schema = batch.schema();
         let col = |name: &str| {
             batch
@@ -717,7 +706,28 @@ fn cmp_keys(a: &[ScalarValue], b: &[ScalarValue]) -> std::cmp::Ordering {
     std::cmp::Ordering::Equal
 }
 
-fn scalars_to_array(
+/// One batch as an Arrow IPC stream (operator state in checkpoints).
+pub(crate) fn ipc_encode(batch: &RecordBatch) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    let mut w = arrow::ipc::writer::StreamWriter::try_new(&mut out, &batch.schema())
+        .map_err(|e| e.to_string())?;
+    w.write(batch).map_err(|e| e.to_string())?;
+    w.finish().map_err(|e| e.to_string())?;
+    drop(w);
+    Ok(out)
+}
+
+/// The one batch of an Arrow IPC stream [`ipc_encode`] wrote.
+pub(crate) fn ipc_decode(bytes: &[u8]) -> Result<RecordBatch, String> {
+    let mut reader =
+        arrow::ipc::reader::StreamReader::try_new(bytes, None).map_err(|e| e.to_string())?;
+    reader
+        .next()
+        .ok_or_else(|| "no batch".to_string())?
+        .map_err(|e| e.to_string())
+}
+
+pub(crate) fn scalars_to_array(
     values: impl Iterator<Item = ScalarValue>,
     t: &DataType,
 ) -> Result<ArrayRef, String> {
