@@ -168,7 +168,7 @@ fn run_refuses_what_cannot_run_yet_and_sql_that_is_not_row_by_row() {
 sources:
   bids: { type: generator, generator: bids, event_time: date_time, parallelism: 2 }
 transforms:
-  k: { inputs: [bids], type: dedup, key: [auction], within: 1m }
+  k: { inputs: [bids, bids], type: join, on: [auction], within: 1m }
 sinks:
   store: { inputs: [k], type: table, database: m, table: bids }
 ",
@@ -179,7 +179,7 @@ sinks:
     let f = file.display();
     assert!(
         stderr.contains(&format!(
-            "{f}:5:3: transforms.k: dedup nodes cannot run yet"
+            "{f}:5:3: transforms.k: join nodes cannot run yet"
         )),
         "{stderr}"
     );
