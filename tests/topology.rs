@@ -178,9 +178,7 @@ sinks:
     assert!(!ok);
     let f = file.display();
     assert!(
-        stderr.contains(&format!(
-            "{f}:5:3: transforms.k: join nodes cannot run yet"
-        )),
+        stderr.contains(&format!("{f}:5:3: transforms.k: join nodes cannot run yet")),
         "{stderr}"
     );
     assert!(
@@ -232,4 +230,94 @@ fn run_refuses_an_idle_timeout_it_would_ignore() {
         )),
         "{stderr}"
     );
+}
+
+/// A tiny HTTP endpoint on a free local port: answers each POST with the next status of
+/// `statuses` (then 200) and keeps the bodies of the ones it accepted.
+fn endpoint(
+    statuses: Vec<u16>,
+) -> (
+    String,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let requests = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (kept, seen) = (bodies.clone(), requests.clone());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap();
+                }
+            }
+            let mut body = vec![0; length];
+            reader.read_exact(&mut body).unwrap();
+            let n = seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let status = statuses.get(n).copied().unwrap_or(200);
+            if status == 200 {
+                kept.lock().unwrap().push(String::from_utf8(body).unwrap());
+            }
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status} X\r\ncontent-length: 2\r\nconnection: close\r\n\r\nno"
+            );
+        }
+    });
+    (url, bodies, requests)
+}
+
+#[test]
+fn http_sink_posts_json_batches_and_retries() {
+    let (url, bodies, requests) = endpoint(vec![503, 200, 429]);
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("t.yaml");
+    let topology = |url: &str| {
+        format!(
+            "name: t
+sources:
+  seq: {{ type: generator, generator: sequence, rows: 2500 }}
+sinks:
+  hook: {{ inputs: [seq], type: http, url: \"{url}\", max_retries: 3 }}
+"
+        )
+    };
+    std::fs::write(&file, topology(&url)).unwrap();
+    let (ok, _, stderr) = run(&["topology", "run"], &file);
+    assert!(ok, "{stderr}");
+    // 3 batches (1024, 1024, 452 rows), two of them after a retry.
+    assert_eq!(requests.load(std::sync::atomic::Ordering::SeqCst), 5);
+    let mut values = Vec::new();
+    for body in bodies.lock().unwrap().iter() {
+        let rows: Vec<serde_json::Value> = serde_json::from_str(body).unwrap();
+        values.extend(rows.iter().map(|r| r["value"].as_i64().unwrap()));
+    }
+    assert_eq!(values, (0..2500).collect::<Vec<_>>());
+
+    // An answer that retrying cannot fix fails the run, saying why.
+    let (url, _, _) = endpoint(vec![400]);
+    std::fs::write(&file, topology(&url)).unwrap();
+    let (ok, _, stderr) = run(&["topology", "run"], &file);
+    assert!(!ok);
+    assert!(
+        stderr.contains("refused a batch of 1024 rows: 400"),
+        "{stderr}"
+    );
+    // Out of retries.
+    let (url, _, requests) = endpoint(vec![500; 10]);
+    std::fs::write(&file, topology(&url)).unwrap();
+    let (ok, _, stderr) = run(&["topology", "run"], &file);
+    assert!(!ok);
+    assert!(stderr.contains("failed after 4 attempts: 500"), "{stderr}");
+    assert_eq!(requests.load(std::sync::atomic::Ordering::SeqCst), 4);
 }

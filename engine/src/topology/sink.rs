@@ -1,11 +1,13 @@
-//! Sinks of a running topology: `table`, `file`, `stdout` and `blackhole`.
+//! Sinks of a running topology: `table`, `file`, `http`, `stdout` and `blackhole`.
 //!
 //! At a checkpoint barrier a sink makes what it wrote durable and reports where it is:
 //! a file sink fsyncs and saves its length, and a restored one cuts the file back to that
 //! length before appending, so rows written after the checkpoint are not written twice.
 //! A table sink writes through the node's normal write path with durable
 //! acknowledgement; rows that the restart sends again land on the same series and time
-//! and replace themselves, so the table ends up the same.
+//! and replace themselves, so the table ends up the same. An `http` sink POSTs each batch
+//! as a JSON array and returns once it is accepted; after a restart, batches since the
+//! checkpoint are posted again (at least once).
 
 use std::io::{Seek as _, Write as _};
 
@@ -24,6 +26,11 @@ pub(crate) enum Sink {
         format: FileFormat,
         file: std::io::BufWriter<std::fs::File>,
         header: bool,
+    },
+    Http {
+        client: reqwest::Client,
+        url: String,
+        max_retries: u32,
     },
     Table {
         node: std::sync::Arc<Node>,
@@ -66,6 +73,14 @@ impl Sink {
                     header: restored_len.is_none_or(|l| l == 0),
                 }
             }
+            Kind::Http { url, max_retries } => Sink::Http {
+                client: reqwest::Client::builder()
+                    .timeout(HTTP_TIMEOUT)
+                    .build()
+                    .map_err(|e| format!("cannot make an HTTP client: {e}"))?,
+                url: url.clone(),
+                max_retries: *max_retries,
+            },
             Kind::TableSink { database, table } => Sink::Table {
                 node: ctl
                     .env
@@ -106,6 +121,11 @@ impl Sink {
                 }
                 _ => write_jsonl(file, b),
             },
+            Sink::Http {
+                client,
+                url,
+                max_retries,
+            } => post_json(client, url, *max_retries, b).await,
             Sink::Table {
                 node,
                 database,
@@ -144,6 +164,70 @@ impl Sink {
             // Table writes are durable when acknowledged; stdout and blackhole keep nothing.
             _ => Ok(Vec::new()),
         }
+    }
+}
+
+/// Time one POST may take.
+const HTTP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// First wait before a retry; it doubles up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
+const MAX_BACKOFF: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// POSTs the rows of `batch` as one JSON array. Connection errors, timeouts, 408, 429 and
+/// 5xx are retried up to `max_retries` times with doubling waits (the topology waits
+/// meanwhile: backpressure); any other answer, or running out of retries, fails the
+/// node, so no batch is dropped unnoticed.
+async fn post_json(
+    client: &reqwest::Client,
+    url: &str,
+    max_retries: u32,
+    batch: &RecordBatch,
+) -> Result<(), String> {
+    let mut body = Vec::new();
+    {
+        let mut w = arrow::json::ArrayWriter::new(&mut body);
+        w.write(batch).map_err(|e| e.to_string())?;
+        w.finish().map_err(|e| e.to_string())?;
+    }
+    let mut wait = FIRST_BACKOFF;
+    let mut attempt = 0;
+    loop {
+        let sent = client
+            .post(url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.clone())
+            .send()
+            .await;
+        let why = match sent {
+            Ok(r) if r.status().is_success() => return Ok(()),
+            Ok(r) => {
+                let status = r.status();
+                let text = r.text().await.unwrap_or_default();
+                let text = text.chars().take(200).collect::<String>();
+                let retry = status.is_server_error()
+                    || status == reqwest::StatusCode::TOO_MANY_REQUESTS
+                    || status == reqwest::StatusCode::REQUEST_TIMEOUT;
+                if !retry {
+                    return Err(format!(
+                        "{url} refused a batch of {} rows: {status} {text}",
+                        batch.num_rows()
+                    ));
+                }
+                format!("{status} {text}")
+            }
+            Err(e) => e.to_string(),
+        };
+        if attempt >= max_retries {
+            return Err(format!(
+                "posting {} rows to {url} failed after {} attempts: {why}",
+                batch.num_rows(),
+                attempt + 1
+            ));
+        }
+        attempt += 1;
+        tracing::warn!(url, attempt, error = %why, "retrying an http sink batch");
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(MAX_BACKOFF);
     }
 }
 
