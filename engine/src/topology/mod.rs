@@ -11,6 +11,7 @@
 
 pub mod checkpoint;
 pub mod dedup;
+pub mod join;
 pub mod manager;
 pub mod plan;
 pub mod run;

@@ -27,6 +27,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::checkpoint::Checkpoint;
 use super::dedup::Dedup;
+use super::join::Join;
 use super::plan::Exchange;
 use super::sink::Sink;
 use super::source;
@@ -145,6 +146,7 @@ pub fn check_runnable(v: &Validated, with_node: bool) -> Result<(), Vec<Problem>
             | Kind::Window(_)
             | Kind::KeyBy { .. }
             | Kind::Dedup { .. }
+            | Kind::Join { .. }
             | Kind::Union
             | Kind::Stdout
             | Kind::Blackhole => None,
@@ -156,10 +158,6 @@ pub fn check_runnable(v: &Validated, with_node: bool) -> Result<(), Vec<Problem>
                 FileFormat::Jsonl | FileFormat::Csv => None,
                 _ => Some("a file sink writes jsonl or csv".to_string()),
             },
-            other => Some(format!(
-                "{} nodes cannot run yet (validate and explain know them)",
-                other.type_name()
-            )),
         };
         let parallel_why = match &n.kind {
             _ if n.parallelism <= 1 => None,
@@ -277,9 +275,15 @@ pub async fn run(v: &Validated, stats: &[Arc<NodeStats>], env: RunEnv) -> Result
     // Per instance: its main and late outputs (one router per edge) and its inputs.
     let mut outputs: Vec<(Vec<Route>, Vec<Route>)> =
         instances.iter().map(|_| (Vec::new(), Vec::new())).collect();
-    let mut inputs: Vec<Vec<mpsc::Receiver<Msg>>> = instances.iter().map(|_| Vec::new()).collect();
+    // Per instance: its receivers, each with the number of the input it belongs to.
+    let mut inputs: Vec<Vec<(usize, mpsc::Receiver<Msg>)>> =
+        instances.iter().map(|_| Vec::new()).collect();
+    // Edges come in the order of each node's inputs.
+    let mut input_no = vec![0; nodes.len()];
     for edge in super::plan::plan(v).edges {
         let (from, to) = (edge.from, edge.to);
+        let side = input_no[to];
+        input_no[to] += 1;
         let forward = edge.exchange == Exchange::Forward && width(from) == width(to);
         for a in 0..width(from) {
             let mut senders = Vec::new();
@@ -289,7 +293,7 @@ pub async fn run(v: &Validated, stats: &[Arc<NodeStats>], env: RunEnv) -> Result
                 }
                 let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
                 senders.push(tx);
-                inputs[first[to] + b].push(rx);
+                inputs[first[to] + b].push((side, rx));
             }
             let route = match &edge.exchange {
                 Exchange::Shuffle(keys) if width(to) > 1 => Route::Hash {
@@ -328,16 +332,18 @@ pub async fn run(v: &Validated, stats: &[Arc<NodeStats>], env: RunEnv) -> Result
         };
         let ins = std::mem::take(&mut inputs[x]);
         let node = n.clone();
-        let info_in: Option<(SchemaRef, Option<String>)> = n
+        let info_in: Vec<Option<(SchemaRef, Option<String>)>> = n
             .inputs
-            .first()
-            .and_then(|inp| nodes.iter().position(|m| m.name == inp.node))
-            .and_then(|j| {
-                v.info[j]
-                    .schema
-                    .clone()
-                    .map(|s| (s, v.info[j].event_time.clone()))
-            });
+            .iter()
+            .map(|inp| {
+                nodes.iter().position(|m| m.name == inp.node).and_then(|j| {
+                    v.info[j]
+                        .schema
+                        .clone()
+                        .map(|s| (s, v.info[j].event_time.clone()))
+                })
+            })
+            .collect();
         let out_schema = v.info[i].schema.clone();
         let ctl = Ctl {
             index: x,
@@ -703,6 +709,10 @@ async fn send(tx: &mpsc::Sender<Msg>, msg: Msg, stats: &NodeStats) -> Result<(),
 /// input that has not ended (an input that delivered it is not read until then).
 struct Inputs {
     rx: Vec<Option<mpsc::Receiver<Msg>>>,
+    /// Per receiver, the number of the node input it belongs to.
+    side: Vec<usize>,
+    /// The input the last batch came from.
+    last: usize,
     marks: Vec<i64>,
     current: i64,
     /// Per input, the barrier it delivered that the others have not yet.
@@ -716,9 +726,12 @@ enum Event {
 }
 
 impl Inputs {
-    fn new(rx: Vec<mpsc::Receiver<Msg>>) -> Self {
+    fn new(rx: Vec<(usize, mpsc::Receiver<Msg>)>) -> Self {
         let n = rx.len();
+        let (side, rx): (Vec<usize>, Vec<_>) = rx.into_iter().unzip();
         Self {
+            side,
+            last: 0,
             rx: rx.into_iter().map(Some).collect(),
             marks: vec![i64::MIN; n],
             current: i64::MIN,
@@ -760,7 +773,10 @@ impl Inputs {
                 });
             let ((i, msg), _, _) = futures::future::select_all(polls).await;
             match msg {
-                Some(Msg::Batch(b)) => return Some(Event::Batch(b)),
+                Some(Msg::Batch(b)) => {
+                    self.last = self.side[i];
+                    return Some(Event::Batch(b));
+                }
                 Some(Msg::Watermark(w)) => self.marks[i] = self.marks[i].max(w),
                 Some(Msg::Barrier(e)) => {
                     self.aligned[i] = Some(e);
@@ -835,12 +851,13 @@ impl Inputs {
 
 async fn run_node(
     node: NodeSpec,
-    ins: Vec<mpsc::Receiver<Msg>>,
+    ins: Vec<(usize, mpsc::Receiver<Msg>)>,
     mut out: Outputs,
-    input: Option<(SchemaRef, Option<String>)>,
+    inputs: Vec<Option<(SchemaRef, Option<String>)>>,
     out_schema: Option<SchemaRef>,
     mut ctl: Ctl,
 ) -> Result<(), String> {
+    let input = inputs.first().cloned().flatten();
     match &node.kind {
         Kind::Generator { .. } | Kind::FileSource { .. } | Kind::TableStream { .. } => {
             let state = source::run(&node, out_schema, &mut out, &mut ctl).await?;
@@ -932,6 +949,41 @@ async fn run_node(
             ctl.finished(dedup.snapshot()?);
             Ok(())
         }
+        Kind::Join { on, within } => {
+            let side = |k: usize| -> Result<(SchemaRef, String), String> {
+                match inputs.get(k).cloned().flatten() {
+                    Some((schema, Some(t))) => Ok((schema, t)),
+                    _ => Err("an input's columns or event time are unknown".to_string()),
+                }
+            };
+            let ((ls, lt), (rs, rt)) = (side(0)?, side(1)?);
+            let keys: Vec<String> = on.iter().map(|k| k.name.clone()).collect();
+            let out_schema = out_schema.ok_or("the output's columns are unknown")?;
+            let mut join = Join::new(&keys, *within, [(&ls, &lt), (&rs, &rt)], out_schema)?;
+            if let Some(state) = &ctl.restore {
+                join.restore(state)?;
+            }
+            let mut ins = Inputs::new(ins);
+            while let Some(ev) = ins.next().await {
+                match ev {
+                    Event::Batch(b) => {
+                        out.stats
+                            .rows_in
+                            .fetch_add(b.num_rows() as u64, Ordering::Relaxed);
+                        if let Some(pairs) = join.on_batch(ins.last, &b)? {
+                            out.batch(pairs).await?;
+                        }
+                    }
+                    Event::Watermark(w) => out.watermark(join.on_watermark(w)).await?,
+                    Event::Barrier(e) => {
+                        ctl.report(e, join.snapshot()?);
+                        out.barrier(e).await?;
+                    }
+                }
+            }
+            ctl.finished(join.snapshot()?);
+            Ok(())
+        }
         Kind::Blackhole
         | Kind::Stdout
         | Kind::FileSink { .. }
@@ -941,6 +993,5 @@ async fn run_node(
             let sink = Sink::open(&node, event_time, &ctl).await?;
             Inputs::new(ins).drain(&out.stats, &ctl, sink).await
         }
-        other => Err(format!("{} nodes cannot run yet", other.type_name())),
     }
 }
