@@ -214,22 +214,6 @@ sinks:
     );
 }
 
-#[test]
-fn run_refuses_an_idle_timeout_it_would_ignore() {
-    let tmp = tempfile::tempdir().unwrap();
-    let file = tmp.path().join("hot.yaml");
-    std::fs::write(&file, GOOD).unwrap();
-    let (ok, _, stderr) = run(&["topology", "run"], &file);
-    assert!(!ok);
-    assert!(
-        stderr.contains(&format!(
-            "{}:3:3: sources.bids: idle_timeout cannot run yet",
-            file.display()
-        )),
-        "{stderr}"
-    );
-}
-
 /// A tiny HTTP endpoint on a free local port: answers each POST with the next status of
 /// `statuses` (then 200) and keeps the bodies of the ones it accepted.
 fn endpoint(

@@ -217,3 +217,60 @@ fn downsampling_topology_survives_restarts() {
     assert_eq!(code, 404);
     assert_eq!(rollup(&server).len(), 6);
 }
+
+/// Two table streams in a union: once one goes quiet for its `idle_timeout`, the other
+/// alone moves time on and the window fires; without it the quiet one would hold the
+/// watermark back for ever.
+#[test]
+fn an_idle_source_stops_holding_the_watermark_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(tmp.path(), &[]);
+    for table in ["ta", "tb"] {
+        let (status, body) = server.write_v3("m", &format!("{table},host=h v=1 {T0}"));
+        assert_eq!(status, 204, "{body}");
+    }
+    let source = |table: &str| {
+        format!(
+            "{{ type: table_stream, database: m, table: {table}, from: earliest, event_time: time,
+         watermark: {{ idle_timeout: 500ms }} }}"
+        )
+    };
+    let topology = format!(
+        "name: both
+sources:
+  a: {}
+  b: {}
+transforms:
+  all: {{ inputs: [a, b], type: union }}
+  per_10s: {{ inputs: [all], type: window, window: {{ tumbling: 10s }}, aggregates: {{ n: count(*) }} }}
+sinks:
+  store: {{ inputs: [per_10s], type: table, database: m, table: counts }}
+",
+        source("ta"),
+        source("tb")
+    );
+    let (code, body) = server.post("/api/v3/topologies", topology);
+    assert_eq!(code, 201, "{body}");
+    // Both go idle; then only `ta` gets rows, far enough on to close the first window.
+    std::thread::sleep(Duration::from_millis(1200));
+    let (status, body) = server.write_v3("m", &format!("ta,host=h v=2 {}", T0 + 25 * S));
+    assert_eq!(status, 204, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let counts = loop {
+        let (status, body) = server.query_raw(
+            "m",
+            "SELECT CAST(time AS BIGINT) AS t, n FROM counts ORDER BY t",
+            "json",
+        );
+        if status == 200 {
+            let rows: Vec<Value> = serde_json::from_slice(&body).unwrap();
+            if !rows.is_empty() {
+                break rows;
+            }
+        }
+        assert!(Instant::now() < deadline, "no window fired");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(counts[0]["t"].as_i64(), Some(T0 + 10 * S));
+    assert_eq!(counts[0]["n"].as_i64(), Some(2), "{counts:?}");
+}

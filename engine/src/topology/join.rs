@@ -51,10 +51,7 @@ impl Side {
 
     /// Keeps the rows of `batch` with a key and a time; returns each row's key and time
     /// (`None` for a row that matches nothing) and the batch's number.
-    fn add(
-        &mut self,
-        batch: &RecordBatch,
-    ) -> Result<(usize, Vec<Option<KeyTime>>), String> {
+    fn add(&mut self, batch: &RecordBatch) -> Result<(usize, Vec<Option<KeyTime>>), String> {
         let times = event_times(batch.column(self.time_col))?;
         let b = self.batches.len();
         let mut rows = Vec::with_capacity(times.len());

@@ -46,6 +46,10 @@ pub enum Msg {
     Watermark(i64),
     /// Everything of checkpoint epoch `n` came before this.
     Barrier(u64),
+    /// The sender has had nothing to send for a while: leave it out of the watermark.
+    Idle,
+    /// The sender has rows again (a batch or a watermark says so too).
+    Active,
 }
 
 /// Batches in flight per edge.
@@ -130,10 +134,6 @@ pub fn check_runnable(v: &Validated, with_node: bool) -> Result<(), Vec<Problem>
                 generator: GeneratorKind::Auctions | GeneratorKind::Persons,
                 ..
             } => Some("the auctions and persons generators cannot run yet".to_string()),
-            _ if n.watermark.is_some_and(|w| w.idle_timeout.is_some()) => Some(
-                "idle_timeout cannot run yet (a source that goes quiet holds the watermark back)"
-                    .to_string(),
-            ),
             Kind::TableStream { .. } | Kind::TableSink { .. } if !with_node => Some(format!(
                 "{} nodes run inside the server (POST the topology to /api/v3/topologies)",
                 n.kind.type_name()
@@ -675,6 +675,12 @@ impl Outputs {
         self.broadcast(Msg::Barrier(epoch)).await
     }
 
+    /// Tells consumers this task is idle (or active again).
+    pub(crate) async fn idle(&self, idle: bool) -> Result<(), String> {
+        self.broadcast(if idle { Msg::Idle } else { Msg::Active })
+            .await
+    }
+
     /// Sends `msg` to every task of every consumer.
     async fn broadcast(&self, msg: Msg) -> Result<(), String> {
         for r in self.main.iter().chain(&self.late) {
@@ -717,12 +723,22 @@ struct Inputs {
     current: i64,
     /// Per input, the barrier it delivered that the others have not yet.
     aligned: Vec<Option<u64>>,
+    /// Per input, whether it said it is idle.
+    idle: Vec<bool>,
+    /// Whether this node told its consumers it is idle (every live input is).
+    idle_sent: bool,
+    /// A message read but not yet handled (an `Active` event went first).
+    pending: Option<(usize, Option<Msg>)>,
 }
 
 enum Event {
     Batch(RecordBatch),
     Watermark(i64),
     Barrier(u64),
+    /// Every live input is idle: so is this node.
+    Idle,
+    /// An input is active again after all were idle.
+    Active,
 }
 
 impl Inputs {
@@ -736,6 +752,9 @@ impl Inputs {
             marks: vec![i64::MIN; n],
             current: i64::MIN,
             aligned: vec![None; n],
+            idle: vec![false; n],
+            idle_sent: false,
+            pending: None,
         }
     }
 
@@ -758,45 +777,91 @@ impl Inputs {
     /// The next event; `None` once every input has ended.
     async fn next(&mut self) -> Option<Event> {
         loop {
-            if self.rx.iter().all(Option::is_none) {
-                return None;
-            }
-            let polls = self
-                .rx
-                .iter_mut()
-                .zip(&self.aligned)
-                .enumerate()
-                .filter(|(_, (_, a))| a.is_none())
-                .filter_map(|(i, (r, _))| {
-                    r.as_mut()
-                        .map(|r| Box::pin(async move { (i, r.recv().await) }))
-                });
-            let ((i, msg), _, _) = futures::future::select_all(polls).await;
-            match msg {
-                Some(Msg::Batch(b)) => {
-                    self.last = self.side[i];
-                    return Some(Event::Batch(b));
-                }
-                Some(Msg::Watermark(w)) => self.marks[i] = self.marks[i].max(w),
-                Some(Msg::Barrier(e)) => {
-                    self.aligned[i] = Some(e);
-                    if let Some(e) = self.take_aligned() {
-                        return Some(Event::Barrier(e));
-                    }
-                }
+            let (i, msg) = match self.pending.take() {
+                Some(held) => held,
                 None => {
-                    self.rx[i] = None;
-                    self.marks[i] = i64::MAX;
-                    self.aligned[i] = None;
-                    if let Some(e) = self.take_aligned() {
-                        return Some(Event::Barrier(e));
+                    if self.rx.iter().all(Option::is_none) {
+                        return None;
                     }
+                    let polls = self
+                        .rx
+                        .iter_mut()
+                        .zip(&self.aligned)
+                        .enumerate()
+                        .filter(|(_, (_, a))| a.is_none())
+                        .filter_map(|(i, (r, _))| {
+                            r.as_mut()
+                                .map(|r| Box::pin(async move { (i, r.recv().await) }))
+                        });
+                    let ((i, msg), _, _) = futures::future::select_all(polls).await;
+                    if matches!(msg, Some(Msg::Batch(_) | Msg::Watermark(_) | Msg::Active)) {
+                        self.idle[i] = false;
+                        if self.idle_sent {
+                            // Consumers hear that this node is active before what made it so.
+                            self.idle_sent = false;
+                            self.pending = Some((i, msg));
+                            return Some(Event::Active);
+                        }
+                    }
+                    (i, msg)
                 }
+            };
+            if let Some(event) = self.on_msg(i, msg) {
+                return Some(event);
             }
-            let wm = self.marks.iter().copied().min().unwrap_or(i64::MAX);
+            let mut live = self
+                .rx
+                .iter()
+                .zip(&self.idle)
+                .filter(|(r, _)| r.is_some())
+                .peekable();
+            let all_idle = live.peek().is_some() && live.all(|(_, idle)| *idle);
+            if all_idle && !self.idle_sent {
+                self.idle_sent = true;
+                return Some(Event::Idle);
+            }
+            // Idle inputs do not hold the watermark back (when all are, it stays).
+            let wm = self
+                .marks
+                .iter()
+                .zip(&self.idle)
+                .filter(|(_, idle)| !**idle)
+                .map(|(m, _)| *m)
+                .min()
+                .unwrap_or(i64::MAX);
             if wm > self.current && wm != i64::MAX {
                 self.current = wm;
                 return Some(Event::Watermark(wm));
+            }
+        }
+    }
+
+    /// Applies one message of input `i`; a batch or an aligned barrier is an event.
+    fn on_msg(&mut self, i: usize, msg: Option<Msg>) -> Option<Event> {
+        match msg {
+            Some(Msg::Batch(b)) => {
+                self.last = self.side[i];
+                Some(Event::Batch(b))
+            }
+            Some(Msg::Idle) => {
+                self.idle[i] = true;
+                None
+            }
+            Some(Msg::Active) => None,
+            Some(Msg::Watermark(w)) => {
+                self.marks[i] = self.marks[i].max(w);
+                None
+            }
+            Some(Msg::Barrier(e)) => {
+                self.aligned[i] = Some(e);
+                self.take_aligned().map(Event::Barrier)
+            }
+            None => {
+                self.rx[i] = None;
+                self.marks[i] = i64::MAX;
+                self.aligned[i] = None;
+                self.idle[i] = false;
+                self.take_aligned().map(Event::Barrier)
             }
         }
     }
@@ -818,6 +883,8 @@ impl Inputs {
                     out.batch(f(b)?).await?;
                 }
                 Event::Watermark(w) => out.watermark(w).await?,
+                Event::Idle => out.idle(true).await?,
+                Event::Active => out.idle(false).await?,
                 Event::Barrier(e) => {
                     ctl.report(e, Vec::new());
                     out.barrier(e).await?;
@@ -839,7 +906,7 @@ impl Inputs {
                         .fetch_add(b.num_rows() as u64, Ordering::Relaxed);
                     sink.write(&b, stats).await?;
                 }
-                Event::Watermark(_) => {}
+                Event::Watermark(_) | Event::Idle | Event::Active => {}
                 Event::Barrier(e) => ctl.report(e, sink.checkpoint()?),
             }
         }
@@ -902,6 +969,8 @@ async fn run_node(
                         }
                         out.watermark(w).await?;
                     }
+                    Event::Idle => out.idle(true).await?,
+                    Event::Active => out.idle(false).await?,
                     Event::Barrier(e) => {
                         ctl.report(e, window.snapshot()?);
                         out.barrier(e).await?;
@@ -940,6 +1009,8 @@ async fn run_node(
                         dedup.on_watermark(w);
                         out.watermark(w).await?;
                     }
+                    Event::Idle => out.idle(true).await?,
+                    Event::Active => out.idle(false).await?,
                     Event::Barrier(e) => {
                         ctl.report(e, dedup.snapshot()?);
                         out.barrier(e).await?;
@@ -975,6 +1046,8 @@ async fn run_node(
                         }
                     }
                     Event::Watermark(w) => out.watermark(join.on_watermark(w)).await?,
+                    Event::Idle => out.idle(true).await?,
+                    Event::Active => out.idle(false).await?,
                     Event::Barrier(e) => {
                         ctl.report(e, join.snapshot()?);
                         out.barrier(e).await?;

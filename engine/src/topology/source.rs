@@ -318,6 +318,13 @@ async fn table_stream(
     // Offsets of checkpoints not yet known to be written, by epoch.
     let mut pending: Vec<(u64, Vec<u64>)> = Vec::new();
     let mut writes = engine.subscribe_writes();
+    let idle_timeout = node
+        .watermark
+        .and_then(|w| w.idle_timeout)
+        .map(|ns| std::time::Duration::from_nanos(ns.max(0) as u64));
+    let mut last_rows = tokio::time::Instant::now();
+    let mut idle = false;
+    let mut last_watermark = i64::MIN;
     let time_col = node
         .event_time
         .as_ref()
@@ -339,6 +346,13 @@ async fn table_stream(
             .map_err(|e| e.to_string())?;
             progressed |= next != *offset;
             *offset = next;
+            if !batches.is_empty() {
+                last_rows = tokio::time::Instant::now();
+                if idle {
+                    idle = false;
+                    out.idle(false).await?;
+                }
+            }
             for b in batches {
                 let b = conform(&b, &schema)?;
                 if let Some(c) = time_col {
@@ -357,7 +371,9 @@ async fn table_stream(
             .map(|(e, o)| e.saturating_sub(*o))
             .sum();
         out.stats.lag_records.store(lag, Ordering::Relaxed);
-        if let Some(wm) = source_watermark(node, max_time) {
+        // Only a new watermark is sent: a repeated one would mark an idle source active.
+        if let Some(wm) = source_watermark(node, max_time).filter(|w| *w > last_watermark) {
+            last_watermark = wm;
             out.watermark(wm).await?;
         }
         let (passed, stop) = ctl
@@ -376,7 +392,20 @@ async fn table_stream(
             return Ok(state(&offsets, max_time));
         }
         if !progressed {
+            // Quiet for `idle_timeout`: tell consumers not to wait for this source's
+            // watermark (it is active again with its next rows).
+            let idle_at = idle_timeout.filter(|_| !idle).map(|t| last_rows + t);
+            let went_idle = async {
+                match idle_at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
+                () = went_idle => {
+                    idle = true;
+                    out.idle(true).await?;
+                }
                 changed = writes.changed() => {
                     if changed.is_err() {
                         return Err("the node shut down".into());
