@@ -10,12 +10,13 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, Int64Array, RecordBatch, UInt32Array};
+use arrow::array::{Array, Int64Array, RecordBatch, UInt32Array};
 use arrow::compute::take_record_batch;
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::datatypes::{DataType, Field, SchemaRef};
 use datafusion::scalar::ScalarValue;
 
-use super::window::{event_times, scalars_to_array};
+use super::state::{KeyedState, encode_keyed};
+use super::window::event_times;
 
 pub struct Dedup {
     within: i64,
@@ -96,33 +97,16 @@ impl Dedup {
     /// # Errors
     /// Arrow could not build or encode the batch.
     pub fn snapshot(&self) -> Result<Vec<u8>, String> {
-        let entries: Vec<(&Vec<ScalarValue>, &i64)> = self.seen.iter().collect();
-        let mut fields = Vec::new();
-        let mut columns: Vec<ArrayRef> = Vec::new();
-        for (k, &c) in self.key_cols.iter().enumerate() {
-            let t = self.input.field(c).data_type();
-            fields.push(Field::new(format!("k{k}"), t.clone(), true));
-            columns.push(scalars_to_array(
-                entries.iter().map(|(key, _)| key[k].clone()),
-                t,
-            )?);
-        }
-        fields.push(Field::new("time", DataType::Int64, false));
-        columns.push(Arc::new(Int64Array::from_iter_values(
-            entries.iter().map(|(_, t)| **t),
-        )));
-        let schema = Schema::new(fields).with_metadata(
-            [("watermark".to_string(), self.watermark.to_string())]
-                .into_iter()
-                .collect(),
-        );
-        let batch = RecordBatch::try_new_with_options(
-            Arc::new(schema),
-            columns,
-            &arrow::array::RecordBatchOptions::new().with_row_count(Some(entries.len())),
+        let (keys, times): (Vec<&Vec<ScalarValue>>, Vec<i64>) =
+            self.seen.iter().map(|(k, t)| (k, *t)).unzip();
+        encode_keyed(
+            &self.input,
+            &self.key_cols,
+            &keys,
+            vec![Field::new("time", DataType::Int64, false)],
+            vec![Arc::new(Int64Array::from(times))],
+            self.watermark,
         )
-        .map_err(|e| e.to_string())?;
-        super::window::ipc_encode(&batch)
     }
 
     /// Replaces the state with one [`Dedup::snapshot`] made.
@@ -130,41 +114,17 @@ impl Dedup {
     /// # Errors
     /// The bytes are not a dedup snapshot with these keys.
     pub fn restore(&mut self, bytes: &[u8]) -> Result<(), String> {
-        let bad = |why: String| format!("the checkpointed dedup state is unreadable: {why}");
-        let batch = super::window::ipc_decode(bytes).map_err(bad)?;
-        let watermark = batch
-            .schema()
-            .metadata()
-            .get("watermark")
-            .and_then(|w| w.parse::<i64>().ok())
-            .ok_or_else(|| bad("no watermark".into()))?;
-        let column = |name: &str| {
-            batch
-                .column_by_name(name)
-                .cloned()
-                .ok_or_else(|| bad(format!("no column {name}")))
-        };
-        let keys: Vec<ArrayRef> = (0..self.key_cols.len())
-            .map(|k| column(&format!("k{k}")))
-            .collect::<Result<_, _>>()?;
-        let times = column("time")?;
-        let times = times
-            .as_any()
-            .downcast_ref::<Int64Array>()
-            .ok_or_else(|| bad("time is not Int64".into()))?;
-        let mut seen = HashMap::with_capacity(batch.num_rows());
-        for row in 0..batch.num_rows() {
-            let key = keys
-                .iter()
-                .map(|k| ScalarValue::try_from_array(k, row).map_err(|e| bad(e.to_string())))
-                .collect::<Result<Vec<_>, _>>()?;
+        let st = KeyedState::decode(bytes, self.key_cols.len(), "dedup")?;
+        let times = st.typed::<Int64Array>("time")?;
+        let mut seen = HashMap::with_capacity(st.rows());
+        for row in 0..st.rows() {
             if times.is_null(row) {
-                return Err(bad("a null time".into()));
+                return Err(st.bad("a null time"));
             }
-            seen.insert(key, times.value(row));
+            seen.insert(st.key(row)?, times.value(row));
         }
         self.seen = seen;
-        self.watermark = watermark;
+        self.watermark = st.watermark;
         Ok(())
     }
 }
@@ -172,7 +132,7 @@ impl Dedup {
 #[cfg(test)]
 mod tests {
     use arrow::array::{StringArray, TimestampNanosecondArray};
-    use arrow::datatypes::TimeUnit;
+    use arrow::datatypes::{Schema, TimeUnit};
 
     use super::*;
 

@@ -18,7 +18,8 @@ use arrow::datatypes::SchemaRef;
 use datafusion::scalar::ScalarValue;
 
 use super::checkpoint::{StateReader, StateWriter};
-use super::window::{event_times, ipc_decode, ipc_encode};
+use super::state::{ipc_decode, ipc_encode};
+use super::window::event_times;
 
 /// A row's key and event time.
 type KeyTime = (Vec<ScalarValue>, i64);

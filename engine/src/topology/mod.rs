@@ -19,6 +19,7 @@ mod sink;
 mod source;
 pub mod spec;
 pub mod sql;
+mod state;
 pub mod validate;
 pub mod window;
 

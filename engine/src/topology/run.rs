@@ -866,35 +866,6 @@ impl Inputs {
         }
     }
 
-    /// A transform that keeps rows in step with watermarks: each batch through `f`, each
-    /// watermark and barrier passed on (it holds no state).
-    async fn map(
-        mut self,
-        out: &mut Outputs,
-        ctl: &Ctl,
-        mut f: impl FnMut(RecordBatch) -> Result<RecordBatch, String>,
-    ) -> Result<(), String> {
-        while let Some(ev) = self.next().await {
-            match ev {
-                Event::Batch(b) => {
-                    out.stats
-                        .rows_in
-                        .fetch_add(b.num_rows() as u64, Ordering::Relaxed);
-                    out.batch(f(b)?).await?;
-                }
-                Event::Watermark(w) => out.watermark(w).await?,
-                Event::Idle => out.idle(true).await?,
-                Event::Active => out.idle(false).await?,
-                Event::Barrier(e) => {
-                    ctl.report(e, Vec::new());
-                    out.barrier(e).await?;
-                }
-            }
-        }
-        ctl.finished(Vec::new());
-        Ok(())
-    }
-
     /// A sink: every batch written, counted; at a barrier it flushes and reports where
     /// it is.
     async fn drain(mut self, stats: &NodeStats, ctl: &Ctl, mut sink: Sink) -> Result<(), String> {
@@ -916,6 +887,175 @@ impl Inputs {
     }
 }
 
+/// What a transform made of a batch.
+#[derive(Default)]
+pub(crate) struct Produced {
+    pub(crate) rows: Option<RecordBatch>,
+    /// Rows too late for it (a window's `late` output).
+    pub(crate) late: Option<RecordBatch>,
+}
+
+/// A transform, as [`run_operator`] drives it.
+pub(crate) trait Operator: Send {
+    /// Takes a batch of input number `input`.
+    fn on_batch(&mut self, input: usize, batch: &RecordBatch) -> Result<Produced, String>;
+    /// Rows the watermark releases, and the watermark to pass on.
+    fn on_watermark(&mut self, watermark: i64) -> Result<(Option<RecordBatch>, i64), String>;
+    /// Rows still held once every input ended.
+    fn on_end(&mut self) -> Result<Option<RecordBatch>, String> {
+        Ok(None)
+    }
+    fn snapshot(&self) -> Result<Vec<u8>, String>;
+    fn restore(&mut self, state: &[u8]) -> Result<(), String>;
+}
+
+/// A row-by-row transform without state.
+struct Stateless<F>(F);
+
+impl<F: FnMut(RecordBatch) -> Result<RecordBatch, String> + Send> Operator for Stateless<F> {
+    fn on_batch(&mut self, _: usize, batch: &RecordBatch) -> Result<Produced, String> {
+        Ok(Produced {
+            rows: Some((self.0)(batch.clone())?),
+            late: None,
+        })
+    }
+
+    fn on_watermark(&mut self, watermark: i64) -> Result<(Option<RecordBatch>, i64), String> {
+        Ok((None, watermark))
+    }
+
+    fn snapshot(&self) -> Result<Vec<u8>, String> {
+        Ok(Vec::new())
+    }
+
+    fn restore(&mut self, _: &[u8]) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+impl Operator for Window {
+    fn on_batch(&mut self, _: usize, batch: &RecordBatch) -> Result<Produced, String> {
+        let out = Window::on_batch(self, batch)?;
+        Ok(Produced {
+            rows: out.rows,
+            late: out.late,
+        })
+    }
+
+    fn on_watermark(&mut self, watermark: i64) -> Result<(Option<RecordBatch>, i64), String> {
+        Ok((Window::on_watermark(self, watermark)?, watermark))
+    }
+
+    fn on_end(&mut self) -> Result<Option<RecordBatch>, String> {
+        // What is open fires, as if the watermark reached the end of time.
+        Window::on_watermark(self, i64::MAX)
+    }
+
+    fn snapshot(&self) -> Result<Vec<u8>, String> {
+        Window::snapshot(self)
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<(), String> {
+        Window::restore(self, state)
+    }
+}
+
+impl Operator for Dedup {
+    fn on_batch(&mut self, _: usize, batch: &RecordBatch) -> Result<Produced, String> {
+        Ok(Produced {
+            rows: Some(Dedup::on_batch(self, batch)?),
+            late: None,
+        })
+    }
+
+    fn on_watermark(&mut self, watermark: i64) -> Result<(Option<RecordBatch>, i64), String> {
+        Dedup::on_watermark(self, watermark);
+        Ok((None, watermark))
+    }
+
+    fn snapshot(&self) -> Result<Vec<u8>, String> {
+        Dedup::snapshot(self)
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<(), String> {
+        Dedup::restore(self, state)
+    }
+}
+
+impl Operator for Join {
+    fn on_batch(&mut self, input: usize, batch: &RecordBatch) -> Result<Produced, String> {
+        Ok(Produced {
+            rows: Join::on_batch(self, input, batch)?,
+            late: None,
+        })
+    }
+
+    fn on_watermark(&mut self, watermark: i64) -> Result<(Option<RecordBatch>, i64), String> {
+        Ok((None, Join::on_watermark(self, watermark)))
+    }
+
+    fn snapshot(&self) -> Result<Vec<u8>, String> {
+        Join::snapshot(self)
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<(), String> {
+        Join::restore(self, state)
+    }
+}
+
+/// Drives a transform: batches through it, watermarks and idleness passed on, its state
+/// saved at each barrier (and restored first); at the end of the inputs what it still
+/// holds is flushed, unless the run stopped at a checkpoint that keeps it.
+async fn run_operator(
+    mut op: impl Operator,
+    ins: Vec<(usize, mpsc::Receiver<Msg>)>,
+    out: &mut Outputs,
+    ctl: &Ctl,
+) -> Result<(), String> {
+    if let Some(state) = &ctl.restore {
+        op.restore(state)?;
+    }
+    let mut ins = Inputs::new(ins);
+    while let Some(ev) = ins.next().await {
+        match ev {
+            Event::Batch(b) => {
+                out.stats
+                    .rows_in
+                    .fetch_add(b.num_rows() as u64, Ordering::Relaxed);
+                let produced = op.on_batch(ins.last, &b)?;
+                if let Some(rows) = produced.rows {
+                    out.batch(rows).await?;
+                }
+                if let Some(late) = produced.late {
+                    out.late(late).await?;
+                }
+            }
+            Event::Watermark(w) => {
+                let (rows, passed_on) = op.on_watermark(w)?;
+                if let Some(rows) = rows {
+                    out.batch(rows).await?;
+                }
+                out.watermark(passed_on).await?;
+            }
+            Event::Idle => out.idle(true).await?,
+            Event::Active => out.idle(false).await?,
+            Event::Barrier(e) => {
+                ctl.report(e, op.snapshot()?);
+                out.barrier(e).await?;
+            }
+        }
+    }
+    if ctl.keeps_state() {
+        // Stopped: what it holds is in the last checkpoint.
+        return Ok(());
+    }
+    if let Some(rows) = op.on_end()? {
+        out.batch(rows).await?;
+    }
+    ctl.finished(op.snapshot()?);
+    Ok(())
+}
+
 async fn run_node(
     node: NodeSpec,
     ins: Vec<(usize, mpsc::Receiver<Msg>)>,
@@ -934,91 +1074,23 @@ async fn run_node(
         Kind::Sql { sql, .. } => {
             let (schema, _) = input.ok_or("the input's columns are unknown")?;
             let compiled = super::sql::compile(&schema, sql).await?;
-            Inputs::new(ins)
-                .map(&mut out, &ctl, |b| compiled.apply(&b))
-                .await
+            run_operator(Stateless(|b| compiled.apply(&b)), ins, &mut out, &ctl).await
         }
         // A key_by only decides where rows go: its output edges shuffle them.
-        Kind::Union | Kind::KeyBy { .. } => Inputs::new(ins).map(&mut out, &ctl, Ok).await,
+        Kind::Union | Kind::KeyBy { .. } => run_operator(Stateless(Ok), ins, &mut out, &ctl).await,
         Kind::Window(spec) => {
             let (schema, event_time) = input.ok_or("the input's columns are unknown")?;
             let event_time = event_time.ok_or("the input has no event time")?;
             let out_schema = out_schema.ok_or("the output's columns are unknown")?;
-            let mut window = Window::new(spec.clone(), &schema, &event_time, out_schema)?;
-            if let Some(state) = &ctl.restore {
-                window.restore(state)?;
-            }
-            let mut ins = Inputs::new(ins);
-            while let Some(ev) = ins.next().await {
-                match ev {
-                    Event::Batch(b) => {
-                        out.stats
-                            .rows_in
-                            .fetch_add(b.num_rows() as u64, Ordering::Relaxed);
-                        let result = window.on_batch(&b)?;
-                        if let Some(rows) = result.rows {
-                            out.batch(rows).await?;
-                        }
-                        if let Some(late) = result.late {
-                            out.late(late).await?;
-                        }
-                    }
-                    Event::Watermark(w) => {
-                        if let Some(rows) = window.on_watermark(w)? {
-                            out.batch(rows).await?;
-                        }
-                        out.watermark(w).await?;
-                    }
-                    Event::Idle => out.idle(true).await?,
-                    Event::Active => out.idle(false).await?,
-                    Event::Barrier(e) => {
-                        ctl.report(e, window.snapshot()?);
-                        out.barrier(e).await?;
-                    }
-                }
-            }
-            if ctl.keeps_state() {
-                // Stopped: the open windows are in the last checkpoint.
-                return Ok(());
-            }
-            // Every input ended: what is open fires.
-            if let Some(rows) = window.on_watermark(i64::MAX)? {
-                out.batch(rows).await?;
-            }
-            ctl.finished(window.snapshot()?);
-            Ok(())
+            let window = Window::new(spec.clone(), &schema, &event_time, out_schema)?;
+            run_operator(window, ins, &mut out, &ctl).await
         }
         Kind::Dedup { key, within } => {
             let (schema, event_time) = input.ok_or("the input's columns are unknown")?;
             let event_time = event_time.ok_or("the input has no event time")?;
             let keys: Vec<String> = key.iter().map(|k| k.name.clone()).collect();
-            let mut dedup = Dedup::new(&keys, *within, &schema, &event_time)?;
-            if let Some(state) = &ctl.restore {
-                dedup.restore(state)?;
-            }
-            let mut ins = Inputs::new(ins);
-            while let Some(ev) = ins.next().await {
-                match ev {
-                    Event::Batch(b) => {
-                        out.stats
-                            .rows_in
-                            .fetch_add(b.num_rows() as u64, Ordering::Relaxed);
-                        out.batch(dedup.on_batch(&b)?).await?;
-                    }
-                    Event::Watermark(w) => {
-                        dedup.on_watermark(w);
-                        out.watermark(w).await?;
-                    }
-                    Event::Idle => out.idle(true).await?,
-                    Event::Active => out.idle(false).await?,
-                    Event::Barrier(e) => {
-                        ctl.report(e, dedup.snapshot()?);
-                        out.barrier(e).await?;
-                    }
-                }
-            }
-            ctl.finished(dedup.snapshot()?);
-            Ok(())
+            let dedup = Dedup::new(&keys, *within, &schema, &event_time)?;
+            run_operator(dedup, ins, &mut out, &ctl).await
         }
         Kind::Join { on, within } => {
             let side = |k: usize| -> Result<(SchemaRef, String), String> {
@@ -1030,32 +1102,8 @@ async fn run_node(
             let ((ls, lt), (rs, rt)) = (side(0)?, side(1)?);
             let keys: Vec<String> = on.iter().map(|k| k.name.clone()).collect();
             let out_schema = out_schema.ok_or("the output's columns are unknown")?;
-            let mut join = Join::new(&keys, *within, [(&ls, &lt), (&rs, &rt)], out_schema)?;
-            if let Some(state) = &ctl.restore {
-                join.restore(state)?;
-            }
-            let mut ins = Inputs::new(ins);
-            while let Some(ev) = ins.next().await {
-                match ev {
-                    Event::Batch(b) => {
-                        out.stats
-                            .rows_in
-                            .fetch_add(b.num_rows() as u64, Ordering::Relaxed);
-                        if let Some(pairs) = join.on_batch(ins.last, &b)? {
-                            out.batch(pairs).await?;
-                        }
-                    }
-                    Event::Watermark(w) => out.watermark(join.on_watermark(w)).await?,
-                    Event::Idle => out.idle(true).await?,
-                    Event::Active => out.idle(false).await?,
-                    Event::Barrier(e) => {
-                        ctl.report(e, join.snapshot()?);
-                        out.barrier(e).await?;
-                    }
-                }
-            }
-            ctl.finished(join.snapshot()?);
-            Ok(())
+            let join = Join::new(&keys, *within, [(&ls, &lt), (&rs, &rt)], out_schema)?;
+            run_operator(join, ins, &mut out, &ctl).await
         }
         Kind::Blackhole
         | Kind::Stdout

@@ -69,6 +69,26 @@ fn source_watermark(node: &NodeSpec, max_time: i64) -> Option<i64> {
     (node.event_time.is_some() && max_time > i64::MIN).then(|| max_time.saturating_sub(lag))
 }
 
+/// The index of the source's event-time column, if it has one.
+fn event_time_column(node: &NodeSpec, schema: &SchemaRef) -> Result<Option<usize>, String> {
+    node.event_time
+        .as_ref()
+        .map(|t| schema.index_of(&t.name))
+        .transpose()
+        .map_err(|e| e.to_string())
+}
+
+/// The highest of `max` and the event times in `batch`.
+fn max_event_time(batch: &RecordBatch, time_col: Option<usize>, max: i64) -> Result<i64, String> {
+    let Some(c) = time_col else {
+        return Ok(max);
+    };
+    Ok(event_times(batch.column(c))?
+        .into_iter()
+        .flatten()
+        .fold(max, i64::max))
+}
+
 /// splitmix64: deterministic per (seed, row).
 fn mix(seed: u64, i: u64) -> u64 {
     let mut z = seed.wrapping_add(i.wrapping_mul(0x9e37_79b9_7f4a_7c15));
@@ -182,12 +202,7 @@ async fn read_file(
             ),
             _ => return Err("a file source reads jsonl or csv".into()),
         };
-    let time_col = node
-        .event_time
-        .as_ref()
-        .map(|t| schema.index_of(&t.name))
-        .transpose()
-        .map_err(|e| e.to_string())?;
+    let time_col = event_time_column(node, &schema)?;
     // Restored: skip the rows sent before the checkpoint.
     let (mut skip, mut max_time) = match &ctl.restore {
         Some(state) => {
@@ -208,12 +223,7 @@ async fn read_file(
                 continue;
             }
         }
-        if let Some(c) = time_col {
-            max_time = event_times(batch.column(c))?
-                .into_iter()
-                .flatten()
-                .fold(max_time, i64::max);
-        }
+        max_time = max_event_time(&batch, time_col, max_time)?;
         read += batch.num_rows() as u64;
         out.batch(batch).await?;
         if let Some(wm) = source_watermark(node, max_time) {
@@ -325,12 +335,7 @@ async fn table_stream(
     let mut last_rows = tokio::time::Instant::now();
     let mut idle = false;
     let mut last_watermark = i64::MIN;
-    let time_col = node
-        .event_time
-        .as_ref()
-        .map(|t| schema.index_of(&t.name))
-        .transpose()
-        .map_err(|e| e.to_string())?;
+    let time_col = event_time_column(node, &schema)?;
     loop {
         // Marked seen before reading: a write landing during the read wakes the wait.
         writes.borrow_and_update();
@@ -355,12 +360,7 @@ async fn table_stream(
             }
             for b in batches {
                 let b = conform(&b, &schema)?;
-                if let Some(c) = time_col {
-                    max_time = event_times(b.column(c))?
-                        .into_iter()
-                        .flatten()
-                        .fold(max_time, i64::max);
-                }
+                max_time = max_event_time(&b, time_col, max_time)?;
                 out.batch(b).await?;
             }
         }

@@ -17,10 +17,11 @@ use arrow::array::{
     RecordBatch, UInt32Array, UInt64Array,
 };
 use arrow::compute::{cast, take_record_batch};
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::datatypes::{DataType, Field, SchemaRef, TimeUnit};
 use datafusion::scalar::ScalarValue;
 
 use super::spec::{AggFunc, WindowKind, WindowSpec};
+use super::state::{KeyedState, encode_keyed};
 
 /// One aggregate's running state.
 #[derive(Debug, Clone)]
@@ -463,14 +464,6 @@ impl Window {
             .collect();
         let mut fields = Vec::new();
         let mut columns: Vec<ArrayRef> = Vec::new();
-        for (k, &c) in self.key_cols.iter().enumerate() {
-            let t = self.input.field(c).data_type();
-            fields.push(Field::new(format!("k{k}"), t.clone(), true));
-            columns.push(scalars_to_array(
-                panes.iter().map(|(key, _)| key[k].clone()),
-                t,
-            )?);
-        }
         let ints = |f: &dyn Fn(&Pane) -> i64| -> ArrayRef {
             Arc::new(Int64Array::from_iter_values(
                 panes.iter().map(|(_, p)| f(p)),
@@ -567,18 +560,15 @@ impl Window {
                 }
             }
         }
-        let schema = Schema::new(fields).with_metadata(
-            [("watermark".to_string(), self.watermark.to_string())]
-                .into_iter()
-                .collect(),
-        );
-        let batch = RecordBatch::try_new_with_options(
-            Arc::new(schema),
+        let keys: Vec<&Vec<ScalarValue>> = panes.iter().map(|(k, _)| *k).collect();
+        encode_keyed(
+            &self.input,
+            &self.key_cols,
+            &keys,
+            fields,
             columns,
-            &arrow::array::RecordBatchOptions::new().with_row_count(Some(panes.len())),
+            self.watermark,
         )
-        .map_err(|e| e.to_string())?;
-        ipc_encode(&batch)
     }
 
     /// Replaces the state with one [`Window::snapshot`] made.
@@ -586,67 +576,23 @@ impl Window {
     /// # Errors
     /// The bytes are not a snapshot of a window with this spec.
     pub fn restore(&mut self, bytes: &[u8]) -> Result<(), String> {
-        let bad = |why: &str| format!("the checkpointed window state is unreadable: {why}");
-        let batch = ipc_decode(bytes).map_err(|e| bad(&e))?;
-        let schema = batch.schema();
-        let col = |name: &str| {
-            batch
-                .column_by_name(name)
-                .cloned()
-                .ok_or_else(|| bad(&format!("no column {name}")))
-        };
-        let int = |name: &str| -> Result<Int64Array, String> {
-            col(name)?
-                .as_any()
-                .downcast_ref::<Int64Array>()
-                .cloned()
-                .ok_or_else(|| bad(&format!("{name} is not Int64")))
-        };
-        let uint = |name: &str| -> Result<UInt64Array, String> {
-            col(name)?
-                .as_any()
-                .downcast_ref::<UInt64Array>()
-                .cloned()
-                .ok_or_else(|| bad(&format!("{name} is not UInt64")))
-        };
-        let float = |name: &str| -> Result<Float64Array, String> {
-            col(name)?
-                .as_any()
-                .downcast_ref::<Float64Array>()
-                .cloned()
-                .ok_or_else(|| bad(&format!("{name} is not Float64")))
-        };
-        let boolean = |name: &str| -> Result<BooleanArray, String> {
-            col(name)?
-                .as_any()
-                .downcast_ref::<BooleanArray>()
-                .cloned()
-                .ok_or_else(|| bad(&format!("{name} is not Boolean")))
-        };
-        let scalar = |a: &ArrayRef, row: usize| {
-            ScalarValue::try_from_array(a, row).map_err(|e| bad(&e.to_string()))
-        };
-        let watermark = schema
-            .metadata()
-            .get("watermark")
-            .and_then(|w| w.parse::<i64>().ok())
-            .ok_or_else(|| bad("no watermark"))?;
-        let keys: Vec<ArrayRef> = (0..self.key_cols.len())
-            .map(|k| col(&format!("k{k}")))
-            .collect::<Result<_, _>>()?;
+        let st = KeyedState::decode(bytes, self.key_cols.len(), "window")?;
+        let int = |name: &str| st.typed::<Int64Array>(name);
+        let uint = |name: &str| st.typed::<UInt64Array>(name);
+        let float = |name: &str| st.typed::<Float64Array>(name);
         let (start, end) = (int("start")?, int("end")?);
-        let (fired, dirty) = (boolean("fired")?, boolean("dirty")?);
+        let (fired, dirty) = (
+            st.typed::<BooleanArray>("fired")?,
+            st.typed::<BooleanArray>("dirty")?,
+        );
         let mut state: HashMap<Vec<ScalarValue>, BTreeMap<i64, Pane>> = HashMap::new();
-        for row in 0..batch.num_rows() {
-            let key = keys
-                .iter()
-                .map(|k| scalar(k, row))
-                .collect::<Result<Vec<_>, _>>()?;
+        for row in 0..st.rows() {
+            let key = st.key(row)?;
             let mut accs = Vec::with_capacity(self.empty.len());
             for (i, template) in self.empty.iter().enumerate() {
                 let name = format!("a{i}");
                 let value = || -> Result<Option<ScalarValue>, String> {
-                    let v = scalar(&col(&name)?, row)?;
+                    let v = st.scalar(&st.column(&name)?, row)?;
                     Ok((!v.is_null()).then_some(v))
                 };
                 let time = || -> Result<Option<i64>, String> {
@@ -667,16 +613,11 @@ impl Window {
                     Acc::First(_) => Acc::First(time()?.zip(value()?)),
                     Acc::Last(_) => Acc::Last(time()?.zip(value()?)),
                     Acc::Percentile(p, _) => {
-                        let list = col(&name)?;
-                        let list = list
-                            .as_any()
-                            .downcast_ref::<arrow::array::ListArray>()
-                            .ok_or_else(|| bad(&format!("{name} is not a list")))?;
-                        let values = list.value(row);
+                        let values = st.typed::<arrow::array::ListArray>(&name)?.value(row);
                         let values = values
                             .as_any()
                             .downcast_ref::<Float64Array>()
-                            .ok_or_else(|| bad(&format!("{name} holds no Float64")))?;
+                            .ok_or_else(|| st.bad(&format!("{name} holds no Float64")))?;
                         Acc::Percentile(*p, values.values().to_vec())
                     }
                 });
@@ -691,7 +632,7 @@ impl Window {
             state.entry(key).or_default().insert(pane.start, pane);
         }
         self.state = state;
-        self.watermark = watermark;
+        self.watermark = st.watermark;
         Ok(())
     }
 }
@@ -704,27 +645,6 @@ fn cmp_keys(a: &[ScalarValue], b: &[ScalarValue]) -> std::cmp::Ordering {
         }
     }
     std::cmp::Ordering::Equal
-}
-
-/// One batch as an Arrow IPC stream (operator state in checkpoints).
-pub(crate) fn ipc_encode(batch: &RecordBatch) -> Result<Vec<u8>, String> {
-    let mut out = Vec::new();
-    let mut w = arrow::ipc::writer::StreamWriter::try_new(&mut out, &batch.schema())
-        .map_err(|e| e.to_string())?;
-    w.write(batch).map_err(|e| e.to_string())?;
-    w.finish().map_err(|e| e.to_string())?;
-    drop(w);
-    Ok(out)
-}
-
-/// The one batch of an Arrow IPC stream [`ipc_encode`] wrote.
-pub(crate) fn ipc_decode(bytes: &[u8]) -> Result<RecordBatch, String> {
-    let mut reader =
-        arrow::ipc::reader::StreamReader::try_new(bytes, None).map_err(|e| e.to_string())?;
-    reader
-        .next()
-        .ok_or_else(|| "no batch".to_string())?
-        .map_err(|e| e.to_string())
 }
 
 pub(crate) fn scalars_to_array(
