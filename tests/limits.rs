@@ -39,6 +39,32 @@ fn read_until_closed(c: &mut TcpStream) -> (String, bool) {
     }
 }
 
+/// Reads one response (headers and a `content-length` body) off a kept-alive connection.
+fn read_response(c: &mut TcpStream) -> String {
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&out).into_owned();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let length: usize = text[..end]
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap())
+                })
+                .unwrap_or(0);
+            if out.len() >= end + 4 + length {
+                return text;
+            }
+        }
+        let n = c.read(&mut buf).unwrap();
+        assert!(n > 0, "closed mid-response: {text}");
+        out.extend_from_slice(&buf[..n]);
+    }
+}
+
 fn error_of(body: &str) -> String {
     let v: serde_json::Value = serde_json::from_str(body).unwrap();
     if let Some(data) = v.get("data") {
@@ -169,9 +195,22 @@ fn slow_clients_are_disconnected_and_connections_are_bounded() {
         404
     );
 
-    // Three idle connections hold every slot; a fourth is answered 503 and closed.
-    let held: Vec<TcpStream> = (0..3)
-        .map(|_| TcpStream::connect(addr(&s)).unwrap())
+    // Three idle connections hold every slot; a fourth is answered 503 and closed. The
+    // first is one that saw itself alone in the connection gauge: earlier connections
+    // close asynchronously, and one still open would take a slot.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let first = loop {
+        let mut c = TcpStream::connect(addr(&s)).unwrap();
+        c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        if read_response(&mut c).contains("tidemark_http_connections 1\n") {
+            break c;
+        }
+        assert!(Instant::now() < deadline, "earlier connections stay open");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let held: Vec<TcpStream> = std::iter::once(first)
+        .chain((0..2).map(|_| TcpStream::connect(addr(&s)).unwrap()))
         .collect();
     std::thread::sleep(Duration::from_millis(200));
     let (answer, closed) = raw(
