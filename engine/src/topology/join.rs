@@ -14,15 +14,18 @@ use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, RecordBatch};
 use arrow::compute::interleave;
-use arrow::datatypes::SchemaRef;
-use datafusion::scalar::ScalarValue;
+use arrow::datatypes::{DataType, SchemaRef};
+use arrow::row::{RowConverter, SortField};
 
 use super::checkpoint::{StateReader, StateWriter};
 use super::state::{ipc_decode, ipc_encode};
 use super::window::event_times;
 
-/// A row's key and event time.
-type KeyTime = (Vec<ScalarValue>, i64);
+/// Where a kept row is: (batch, row, event time).
+type RowRef = (usize, usize, i64);
+
+/// A row's key (Arrow's row encoding of the key columns) and event time.
+type KeyTime = (Box<[u8]>, i64);
 
 /// One input's rows.
 struct Side {
@@ -33,20 +36,43 @@ struct Side {
     batches: Vec<Option<RecordBatch>>,
     /// Rows still kept, per batch.
     live: Vec<usize>,
+    /// Per batch, its latest event time.
+    max_time: Vec<i64>,
+    /// Batches before this one are all forgotten.
+    first_live: usize,
+    /// Index entries, and how many of them point at forgotten batches.
+    entries: usize,
+    dead_entries: usize,
     /// Per key: (batch, row, event time) in arrival order.
-    index: HashMap<Vec<ScalarValue>, Vec<(usize, usize, i64)>>,
+    index: HashMap<Box<[u8]>, Vec<RowRef>>,
+    /// Encodes keys as bytes: both sides use converters of the same key types, so equal
+    /// keys encode equally (the encoding is never stored: a restore encodes again).
+    rows: RowConverter,
 }
 
 impl Side {
     fn new(schema: &SchemaRef, keys: &[String], event_time: &str) -> Result<Self, String> {
         let idx = |name: &str| schema.index_of(name).map_err(|e| e.to_string());
+        let key_cols: Vec<usize> = keys.iter().map(|k| idx(k)).collect::<Result<_, _>>()?;
+        let rows = RowConverter::new(
+            key_cols
+                .iter()
+                .map(|&c| SortField::new(key_type(schema.field(c).data_type())))
+                .collect(),
+        )
+        .map_err(|e| e.to_string())?;
         Ok(Self {
             time_col: idx(event_time)?,
-            key_cols: keys.iter().map(|k| idx(k)).collect::<Result<_, _>>()?,
+            key_cols,
             schema: Arc::clone(schema),
             batches: Vec::new(),
             live: Vec::new(),
+            max_time: Vec::new(),
+            first_live: 0,
+            entries: 0,
+            dead_entries: 0,
             index: HashMap::new(),
+            rows,
         })
     }
 
@@ -55,17 +81,30 @@ impl Side {
     fn add(&mut self, batch: &RecordBatch) -> Result<(usize, Vec<Option<KeyTime>>), String> {
         let times = event_times(batch.column(self.time_col))?;
         let b = self.batches.len();
+        let key_columns = self
+            .key_cols
+            .iter()
+            .map(|&c| {
+                let col = batch.column(c);
+                let t = key_type(col.data_type());
+                if col.data_type() == &t {
+                    Ok(Arc::clone(col))
+                } else {
+                    arrow::compute::cast(col, &t).map_err(|e| e.to_string())
+                }
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        let encoded = self
+            .rows
+            .convert_columns(&key_columns)
+            .map_err(|e| e.to_string())?;
         let mut rows = Vec::with_capacity(times.len());
         let mut live = 0;
         for (row, t) in times.iter().enumerate() {
-            let key: Vec<ScalarValue> = self
-                .key_cols
-                .iter()
-                .map(|&c| ScalarValue::try_from_array(batch.column(c), row))
-                .collect::<Result<_, _>>()
-                .map_err(|e| e.to_string())?;
+            let has_key = key_columns.iter().all(|c| c.is_valid(row));
             match t {
-                Some(t) if !key.iter().any(ScalarValue::is_null) => {
+                Some(t) if has_key => {
+                    let key: Box<[u8]> = encoded.row(row).as_ref().into();
                     self.index
                         .entry(key.clone())
                         .or_default()
@@ -78,16 +117,40 @@ impl Side {
         }
         self.batches.push((live > 0).then(|| batch.clone()));
         self.live.push(live);
+        self.max_time
+            .push(times.iter().flatten().copied().max().unwrap_or(i64::MIN));
+        self.entries += live;
         Ok((b, rows))
     }
 
-    /// Forgets rows no row to come can reach.
+    /// Whether a kept row can still meet rows to come (older ones wait for the next
+    /// compaction, and are passed over meanwhile).
+    fn reachable(t: i64, watermark: i64, within: i64) -> bool {
+        t.saturating_add(within) >= watermark
+    }
+
+    /// Forgets rows no row to come can reach. Whole batches go at once (by their latest
+    /// row); the index is swept only once half its entries point at forgotten rows, so
+    /// that the work stays proportional to the rows, not to the rows times watermarks.
     fn expire(&mut self, watermark: i64, within: i64) {
+        while self.first_live < self.batches.len() {
+            let b = self.first_live;
+            if self.batches[b].is_some() && Self::reachable(self.max_time[b], watermark, within) {
+                break;
+            }
+            if self.batches[b].take().is_some() {
+                self.dead_entries += self.live[b];
+            }
+            self.first_live += 1;
+        }
+        if self.dead_entries * 2 <= self.entries {
+            return;
+        }
         let (batches, live) = (&mut self.batches, &mut self.live);
         self.index.retain(|_, rows| {
             rows.retain(|&(b, _, t)| {
-                let keep = t.saturating_add(within) >= watermark;
-                if !keep {
+                let keep = batches[b].is_some() && Self::reachable(t, watermark, within);
+                if !keep && batches[b].is_some() {
                     live[b] -= 1;
                     if live[b] == 0 {
                         batches[b] = None;
@@ -97,6 +160,8 @@ impl Side {
             });
             !rows.is_empty()
         });
+        self.entries = self.index.values().map(Vec::len).sum();
+        self.dead_entries = 0;
     }
 
     /// One column built from rows `(batch, row)` of this side.
@@ -122,11 +187,15 @@ impl Side {
     }
 
     /// The rows kept, in arrival order, as one batch.
-    fn kept(&self) -> Result<RecordBatch, String> {
+    fn kept(&self, watermark: i64, within: i64) -> Result<RecordBatch, String> {
         let mut rows: Vec<(usize, usize)> = self
             .index
             .values()
-            .flat_map(|v| v.iter().map(|&(b, r, _)| (b, r)))
+            .flat_map(|v| v.iter())
+            .filter(|&&(b, _, t)| {
+                self.batches[b].is_some() && Self::reachable(t, watermark, within)
+            })
+            .map(|&(b, r, _)| (b, r))
             .collect();
         rows.sort_unstable();
         let columns = (0..self.schema.fields().len())
@@ -138,6 +207,15 @@ impl Side {
             &arrow::array::RecordBatchOptions::new().with_row_count(Some(rows.len())),
         )
         .map_err(|e| e.to_string())
+    }
+}
+
+/// Keys compare by value: dictionary-encoded text is keyed as plain text, so that a
+/// dictionary column on one side meets a plain one on the other.
+fn key_type(t: &DataType) -> DataType {
+    match t {
+        DataType::Dictionary(_, v) => v.as_ref().clone(),
+        t => t.clone(),
     }
 }
 
@@ -192,8 +270,11 @@ impl Join {
             let Some(matches) = self.sides[other].index.get(key) else {
                 continue;
             };
+            let other_side = &self.sides[other];
             for &(ob, orow, ot) in matches {
-                if t.abs_diff(ot) <= self.within.unsigned_abs() {
+                let kept = other_side.batches[ob].is_some()
+                    && Side::reachable(ot, self.watermark, self.within);
+                if kept && t.abs_diff(ot) <= self.within.unsigned_abs() {
                     let (mine, theirs) = ((b, row), (ob, orow));
                     let (l, r) = if side == 0 {
                         (mine, theirs)
@@ -240,7 +321,7 @@ impl Join {
     pub fn snapshot(&self) -> Result<Vec<u8>, String> {
         let mut out = StateWriter::default().i64(self.watermark).finish();
         for s in &self.sides {
-            let bytes = ipc_encode(&s.kept()?)?;
+            let bytes = ipc_encode(&s.kept(self.watermark, self.within)?)?;
             out.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
             out.extend_from_slice(&bytes);
         }
@@ -269,14 +350,11 @@ impl Join {
             if batch.schema().fields() != s.schema.fields() {
                 return Err(bad("the input's columns changed".into()));
             }
-            *s = Side {
-                time_col: s.time_col,
-                key_cols: s.key_cols.clone(),
-                schema: Arc::clone(&s.schema),
-                batches: Vec::new(),
-                live: Vec::new(),
-                index: HashMap::new(),
-            };
+            s.batches.clear();
+            s.live.clear();
+            s.max_time.clear();
+            s.index.clear();
+            (s.first_live, s.entries, s.dead_entries) = (0, 0, 0);
             s.add(&batch)?;
             rest = &rest[8 + len..];
         }
