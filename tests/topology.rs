@@ -303,3 +303,90 @@ sinks:
     assert!(stderr.contains("failed after 4 attempts: 500"), "{stderr}");
     assert_eq!(requests.load(std::sync::atomic::Ordering::SeqCst), 4);
 }
+
+/// A Parquet file as a source: its columns come from the file's schema at validation,
+/// its rows flow through a window.
+#[test]
+fn a_parquet_file_feeds_a_window() {
+    use std::sync::Arc;
+
+    use arrow::array::{Float64Array, RecordBatch, StringArray, TimestampNanosecondArray};
+    use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("host", DataType::Utf8, false),
+        Field::new("v", DataType::Float64, false),
+        Field::new(
+            "time",
+            DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())),
+            false,
+        ),
+    ]));
+    let t0 = 1_767_225_600_000_000_000i64;
+    let s = 1_000_000_000i64;
+    let batch = RecordBatch::try_new(
+        Arc::clone(&schema),
+        vec![
+            Arc::new(StringArray::from(vec!["a", "b", "a", "a", "b"])),
+            Arc::new(Float64Array::from(vec![1.0, 2.0, 3.0, 4.0, 5.0])),
+            Arc::new(
+                TimestampNanosecondArray::from(vec![
+                    t0,
+                    t0 + s,
+                    t0 + 5 * s,
+                    t0 + 12 * s,
+                    t0 + 13 * s,
+                ])
+                .with_timezone("UTC"),
+            ),
+        ],
+    )
+    .unwrap();
+    let file = std::fs::File::create(tmp.path().join("in.parquet")).unwrap();
+    let mut w = parquet::arrow::ArrowWriter::try_new(file, schema, None).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+    std::fs::write(
+        tmp.path().join("t.yaml"),
+        "name: t
+sources:
+  input: { type: file, path: in.parquet, event_time: time }
+transforms:
+  per_10s: { inputs: [input], type: window, key_by: [host], window: { tumbling: 10s }, aggregates: { total: sum(v) } }
+sinks:
+  out: { inputs: [per_10s], type: file, path: out.jsonl }
+",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["topology", "run", "--quiet", "t.yaml"])
+        .current_dir(tmp.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows = std::fs::read_to_string(tmp.path().join("out.jsonl")).unwrap();
+    let got: Vec<(String, f64)> = rows
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (
+                v["host"].as_str().unwrap().to_string(),
+                v["total"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("a".into(), 4.0),
+            ("b".into(), 2.0),
+            ("a".into(), 4.0),
+            ("b".into(), 5.0)
+        ]
+    );
+}

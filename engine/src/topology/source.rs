@@ -200,7 +200,19 @@ async fn read_file(
                     .build(file)
                     .map_err(|e| e.to_string())?,
             ),
-            _ => return Err("a file source reads jsonl or csv".into()),
+            FileFormat::Parquet => {
+                let file = file.into_inner();
+                Box::new(
+                    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+                        .map_err(|e| format!("cannot read {path} as Parquet: {e}"))?
+                        .with_batch_size(batch_rows)
+                        .build()
+                        .map_err(|e| format!("cannot read {path} as Parquet: {e}"))?,
+                )
+            }
+            FileFormat::LineProtocol => {
+                return Err("a file source reads jsonl, csv or parquet".into());
+            }
         };
     let time_col = event_time_column(node, &schema)?;
     // Restored: skip the rows sent before the checkpoint.

@@ -665,7 +665,16 @@ fn file_schema(
             .infer_schema(open()?, Some(1000))
             .map(|(s, _)| s)
             .map_err(|e| format!("cannot read {path} as CSV: {e}"))?,
-        FileFormat::LineProtocol | FileFormat::Parquet => return Ok(None),
+        FileFormat::Parquet => {
+            let file = std::fs::File::open(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+                .map_err(|e| format!("cannot read {path} as Parquet: {e}"))?
+                .schema()
+                .as_ref()
+                .clone()
+                .with_metadata(Default::default())
+        }
+        FileFormat::LineProtocol => return Ok(None),
     };
     let fields: Vec<Field> = schema
         .fields()
