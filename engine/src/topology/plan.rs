@@ -68,6 +68,8 @@ pub fn plan(v: &Validated) -> PhysicalPlan {
                 continue;
             };
             let exchange = match grouping(&n.kind) {
+                // One task on each side: every key already meets in the one task.
+                Some(_) if n.parallelism <= 1 && nodes[from].parallelism <= 1 => Exchange::Forward,
                 // A window keyed like an upstream key_by with the same parallelism finds its
                 // rows already grouped.
                 Some(keys) if !already_grouped(nodes, from, &keys, n.parallelism) => {

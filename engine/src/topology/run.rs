@@ -1,8 +1,10 @@
 //! Running a validated topology in this process.
 //!
-//! Every node is a tokio task; every edge a bounded channel of [`Msg`]s (batches,
-//! watermarks and checkpoint barriers), so a slow sink makes its upstream wait instead of
-//! buffering without end. A node's watermark is the minimum over its inputs; when every
+//! Every chain of the physical plan (see `plan`) runs as one tokio task per parallel
+//! instance: the chain's first node reads its inputs and hands each batch, watermark and
+//! barrier to the nodes chained behind it by function call ([`Link`]). Every other edge
+//! is a bounded channel of [`Msg`]s (batches, watermarks, barriers, idleness), so a slow
+//! sink makes its upstream wait instead of buffering without end. A node's watermark is the minimum over its inputs; when every
 //! input has ended, the node flushes (windows fire as if the watermark reached the end of
 //! time) and closes its outputs, so a topology whose sources end drains completely.
 //!
@@ -247,7 +249,7 @@ impl Ctl {
     /// whether the source must now stop.
     pub(crate) async fn source_barriers(
         &mut self,
-        out: &Outputs,
+        out: &mut Outputs,
         state: impl Fn() -> Vec<u8>,
     ) -> Result<(Option<u64>, bool), String> {
         let asked = *self.barrier.borrow_and_update();
@@ -285,12 +287,24 @@ pub async fn run(v: &Validated, stats: &[Arc<NodeStats>], env: RunEnv) -> Result
     // Per instance: its receivers, each with the number of the input it belongs to.
     let mut inputs: Vec<Vec<(usize, mpsc::Receiver<Msg>)>> =
         instances.iter().map(|_| Vec::new()).collect();
+    // Nodes chained behind another run in its task, fed by function call: their one
+    // input edge gets no channel.
+    let plan = super::plan::plan(v);
+    let mut chained = vec![false; nodes.len()];
+    for chain in &plan.chains {
+        for &m in chain.nodes.iter().skip(1) {
+            chained[m] = true;
+        }
+    }
     // Edges come in the order of each node's inputs.
     let mut input_no = vec![0; nodes.len()];
-    for edge in super::plan::plan(v).edges {
+    for edge in &plan.edges {
         let (from, to) = (edge.from, edge.to);
         let side = input_no[to];
         input_no[to] += 1;
+        if chained[to] {
+            continue;
+        }
         let forward = edge.exchange == Exchange::Forward && width(from) == width(to);
         for a in 0..width(from) {
             let mut senders = Vec::new();
@@ -329,49 +343,67 @@ pub async fn run(v: &Validated, stats: &[Arc<NodeStats>], env: RunEnv) -> Result
         .map(|&(i, k)| instance_name(&nodes[i], k))
         .collect();
     let mut tasks = tokio::task::JoinSet::new();
-    for (x, &(i, _)) in instances.iter().enumerate().rev() {
-        let n = &nodes[i];
-        let (main, late) = std::mem::take(&mut outputs[x]);
-        let out = Outputs {
-            main,
-            late,
-            stats: Arc::clone(&stats[i]),
-        };
-        let ins = std::mem::take(&mut inputs[x]);
-        let node = n.clone();
-        let info_in: Vec<Option<(SchemaRef, Option<String>)>> = n
-            .inputs
-            .iter()
-            .map(|inp| {
-                nodes.iter().position(|m| m.name == inp.node).and_then(|j| {
-                    v.info[j]
-                        .schema
-                        .clone()
-                        .map(|s| (s, v.info[j].event_time.clone()))
-                })
-            })
-            .collect();
-        let out_schema = v.info[i].schema.clone();
-        let ctl = Ctl {
-            index: x,
-            barrier: barrier_rx.clone(),
-            seen: first_epoch,
-            stopping: Arc::clone(&stopping),
-            keep_state_on_stop: env.checkpoint_dir.is_some(),
-            reports: report_tx.clone(),
-            completed: completed_rx.clone(),
-            restore: env
-                .restore
-                .as_ref()
-                .and_then(|c| c.states.get(&names[x]).cloned()),
-            env: env.clone(),
-        };
-        tasks.spawn(async move {
-            let name = node.name.clone();
-            run_node(node, ins, out, info_in, out_schema, ctl)
+    let ctl_of = |x: usize| Ctl {
+        index: x,
+        barrier: barrier_rx.clone(),
+        seen: first_epoch,
+        stopping: Arc::clone(&stopping),
+        keep_state_on_stop: env.checkpoint_dir.is_some(),
+        reports: report_tx.clone(),
+        completed: completed_rx.clone(),
+        restore: env
+            .restore
+            .as_ref()
+            .and_then(|c| c.states.get(&names[x]).cloned()),
+        env: env.clone(),
+    };
+    for chain in &plan.chains {
+        for k in 0..width(chain.nodes[0]) {
+            // From the tail: each member becomes a link in its predecessor's outputs.
+            for w in chain.nodes.windows(2).rev() {
+                let (prev, member) = (w[0], w[1]);
+                let x = first[member] + k;
+                let (main, late) = std::mem::take(&mut outputs[x]);
+                let ctl = ctl_of(x);
+                let stage = build_stage(&nodes[member], v, &ctl)
+                    .await
+                    .map_err(|e| format!("{}: {e}", nodes[member].name))?;
+                let link = Link {
+                    name: nodes[member].name.clone(),
+                    stage,
+                    out: Outputs {
+                        main,
+                        late,
+                        stats: Arc::clone(&stats[member]),
+                    },
+                    ctl,
+                };
+                outputs[first[prev] + k]
+                    .0
+                    .push(Route::Chained(Box::new(link)));
+            }
+            let head = chain.nodes[0];
+            let x = first[head] + k;
+            let (main, late) = std::mem::take(&mut outputs[x]);
+            let out = Outputs {
+                main,
+                late,
+                stats: Arc::clone(&stats[head]),
+            };
+            let mut ctl = ctl_of(x);
+            let stage = build_stage(&nodes[head], v, &ctl)
                 .await
-                .map_err(|e| format!("{name}: {e}"))
-        });
+                .map_err(|e| format!("{}: {e}", nodes[head].name))?;
+            let ins = std::mem::take(&mut inputs[x]);
+            let node = nodes[head].clone();
+            let out_schema = v.info[head].schema.clone();
+            tasks.spawn(async move {
+                let name = node.name.clone();
+                drive(stage, &node, out_schema, ins, out, &mut ctl)
+                    .await
+                    .map_err(|e| format!("{name}: {e}"))
+            });
+        }
     }
     drop(report_tx);
 
@@ -571,12 +603,15 @@ enum Route {
         to: Vec<mpsc::Sender<Msg>>,
         keys: Vec<String>,
     },
+    /// The next node of the chain, in this task.
+    Chained(Box<Link>),
 }
 
 impl Route {
     fn senders(&self) -> &[mpsc::Sender<Msg>] {
         match self {
             Route::RoundRobin { to, .. } | Route::Hash { to, .. } => to,
+            Route::Chained(_) => &[],
         }
     }
 }
@@ -668,31 +703,52 @@ impl Outputs {
                         }
                     }
                 }
+                Route::Chained(link) => link.batch(batch.clone()).await?,
             }
         }
         Ok(())
     }
 
-    pub(crate) async fn watermark(&self, wm: i64) -> Result<(), String> {
+    pub(crate) async fn watermark(&mut self, wm: i64) -> Result<(), String> {
         self.stats.watermark.store(wm, Ordering::Relaxed);
         self.broadcast(Msg::Watermark(wm)).await
     }
 
-    async fn barrier(&self, epoch: u64) -> Result<(), String> {
+    async fn barrier(&mut self, epoch: u64) -> Result<(), String> {
         self.broadcast(Msg::Barrier(epoch)).await
     }
 
     /// Tells consumers this task is idle (or active again).
-    pub(crate) async fn idle(&self, idle: bool) -> Result<(), String> {
+    pub(crate) async fn idle(&mut self, idle: bool) -> Result<(), String> {
         self.broadcast(if idle { Msg::Idle } else { Msg::Active })
             .await
     }
 
-    /// Sends `msg` to every task of every consumer.
-    async fn broadcast(&self, msg: Msg) -> Result<(), String> {
-        for r in self.main.iter().chain(&self.late) {
+    /// Sends `msg` to every task of every consumer (and hands it to chained nodes).
+    async fn broadcast(&mut self, msg: Msg) -> Result<(), String> {
+        for r in self.main.iter_mut().chain(self.late.iter_mut()) {
+            if let Route::Chained(link) = r {
+                match &msg {
+                    Msg::Watermark(w) => link.watermark(*w).await?,
+                    Msg::Barrier(e) => link.barrier(*e).await?,
+                    Msg::Idle => link.idle(true).await?,
+                    Msg::Active => link.idle(false).await?,
+                    Msg::Batch(_) => {}
+                }
+                continue;
+            }
             for tx in r.senders() {
                 send(tx, msg.clone(), &self.stats).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The inputs ended: the nodes chained behind end too (channels close on drop).
+    async fn finish(&mut self) -> Result<(), String> {
+        for r in self.main.iter_mut().chain(self.late.iter_mut()) {
+            if let Route::Chained(link) = r {
+                link.finish().await?;
             }
         }
         Ok(())
@@ -1014,14 +1070,11 @@ impl Operator for Join {
 /// saved at each barrier (and restored first); at the end of the inputs what it still
 /// holds is flushed, unless the run stopped at a checkpoint that keeps it.
 async fn run_operator(
-    mut op: impl Operator,
+    mut op: Box<dyn Operator>,
     ins: Vec<(usize, mpsc::Receiver<Msg>)>,
     out: &mut Outputs,
     ctl: &Ctl,
 ) -> Result<(), String> {
-    if let Some(state) = &ctl.restore {
-        op.restore(state)?;
-    }
     let mut ins = Inputs::new(ins);
     while let Some(ev) = ins.next().await {
         match ev {
@@ -1052,52 +1105,176 @@ async fn run_operator(
             }
         }
     }
-    if ctl.keeps_state() {
-        // Stopped: what it holds is in the last checkpoint.
-        return Ok(());
-    }
-    if let Some(rows) = op.on_end()? {
-        out.batch(rows).await?;
-    }
-    ctl.finished(op.snapshot()?);
-    Ok(())
+    end_operator(op.as_mut(), out, ctl).await
 }
 
-async fn run_node(
-    node: NodeSpec,
-    ins: Vec<(usize, mpsc::Receiver<Msg>)>,
-    mut out: Outputs,
-    inputs: Vec<Option<(SchemaRef, Option<String>)>>,
-    out_schema: Option<SchemaRef>,
-    mut ctl: Ctl,
-) -> Result<(), String> {
-    let input = inputs.first().cloned().flatten();
-    match &node.kind {
-        Kind::Generator { .. } | Kind::FileSource { .. } | Kind::TableStream { .. } => {
-            let state = source::run(&node, out_schema, &mut out, &mut ctl).await?;
-            ctl.finished(state);
+/// The inputs of an operator ended: it flushes what it holds (unless the run stopped at
+/// a checkpoint that keeps it) and the nodes chained behind it end too.
+async fn end_operator(op: &mut dyn Operator, out: &mut Outputs, ctl: &Ctl) -> Result<(), String> {
+    if !ctl.keeps_state() {
+        if let Some(rows) = op.on_end()? {
+            out.batch(rows).await?;
+        }
+        ctl.finished(op.snapshot()?);
+    }
+    out.finish().await
+}
+
+/// A node chained behind another: it runs in that node's task, called for each batch,
+/// watermark, barrier and status change instead of reading a channel.
+struct Link {
+    name: String,
+    stage: Stage,
+    out: Outputs,
+    ctl: Ctl,
+}
+
+type LinkFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + 'a>>;
+
+impl Link {
+    fn named(&self, e: String) -> String {
+        format!("{}: {e}", self.name)
+    }
+
+    fn batch(&mut self, b: RecordBatch) -> LinkFuture<'_> {
+        Box::pin(async move {
+            self.out
+                .stats
+                .rows_in
+                .fetch_add(b.num_rows() as u64, Ordering::Relaxed);
+            let result = match &mut self.stage {
+                Stage::Op(op) => match op.on_batch(0, &b) {
+                    Ok(produced) => {
+                        if let Some(rows) = produced.rows {
+                            self.out.batch(rows).await?;
+                        }
+                        match produced.late {
+                            Some(late) => self.out.late(late).await,
+                            None => Ok(()),
+                        }
+                    }
+                    Err(e) => Err(e),
+                },
+                Stage::Sink(sink) => sink.write(&b, &self.out.stats).await,
+                Stage::Source => Ok(()),
+            };
+            result.map_err(|e| self.named(e))
+        })
+    }
+
+    fn watermark(&mut self, w: i64) -> LinkFuture<'_> {
+        Box::pin(async move {
+            if let Stage::Op(op) = &mut self.stage {
+                let (rows, passed_on) = op.on_watermark(w).map_err(|e| self.named(e))?;
+                if let Some(rows) = rows {
+                    self.out.batch(rows).await?;
+                }
+                self.out.watermark(passed_on).await?;
+            }
             Ok(())
+        })
+    }
+
+    fn barrier(&mut self, epoch: u64) -> LinkFuture<'_> {
+        Box::pin(async move {
+            let state = match &mut self.stage {
+                Stage::Op(op) => op.snapshot(),
+                Stage::Sink(sink) => sink.checkpoint(),
+                Stage::Source => Ok(Vec::new()),
+            }
+            .map_err(|e| self.named(e))?;
+            self.ctl.report(epoch, state);
+            self.out.barrier(epoch).await
+        })
+    }
+
+    fn idle(&mut self, idle: bool) -> LinkFuture<'_> {
+        Box::pin(async move {
+            match self.stage {
+                Stage::Op(_) => self.out.idle(idle).await,
+                _ => Ok(()),
+            }
+        })
+    }
+
+    fn finish(&mut self) -> LinkFuture<'_> {
+        Box::pin(async move {
+            match &mut self.stage {
+                Stage::Op(op) => end_operator(op.as_mut(), &mut self.out, &self.ctl)
+                    .await
+                    .map_err(|e| format!("{}: {e}", self.name)),
+                Stage::Sink(sink) => {
+                    let state = sink
+                        .checkpoint()
+                        .map_err(|e| format!("{}: {e}", self.name))?;
+                    self.ctl.finished(state);
+                    Ok(())
+                }
+                Stage::Source => Ok(()),
+            }
+        })
+    }
+}
+
+/// What a node does, ready to run.
+enum Stage {
+    Source,
+    Op(Box<dyn Operator>),
+    Sink(Sink),
+}
+
+/// Prepares node `n` of `v`: compiles its SQL, sets up its state (restored from the
+/// checkpoint), opens its sink.
+async fn build_stage(n: &NodeSpec, v: &Validated, ctl: &Ctl) -> Result<Stage, String> {
+    let nodes = &v.spec.nodes;
+    let inputs: Vec<Option<(SchemaRef, Option<String>)>> = n
+        .inputs
+        .iter()
+        .map(|inp| {
+            nodes.iter().position(|m| m.name == inp.node).and_then(|j| {
+                v.info[j]
+                    .schema
+                    .clone()
+                    .map(|s| (s, v.info[j].event_time.clone()))
+            })
+        })
+        .collect();
+    let out_schema = nodes
+        .iter()
+        .position(|m| m.name == n.name)
+        .and_then(|i| v.info[i].schema.clone());
+    let input = inputs.first().cloned().flatten();
+    let mut op: Box<dyn Operator> = match &n.kind {
+        Kind::Generator { .. } | Kind::FileSource { .. } | Kind::TableStream { .. } => {
+            return Ok(Stage::Source);
+        }
+        Kind::Blackhole
+        | Kind::Stdout
+        | Kind::FileSink { .. }
+        | Kind::TableSink { .. }
+        | Kind::Http { .. } => {
+            let event_time = input.and_then(|(_, t)| t);
+            return Ok(Stage::Sink(Sink::open(n, event_time, ctl).await?));
         }
         Kind::Sql { sql, .. } => {
             let (schema, _) = input.ok_or("the input's columns are unknown")?;
             let compiled = super::sql::compile(&schema, sql).await?;
-            run_operator(Stateless(|b| compiled.apply(&b)), ins, &mut out, &ctl).await
+            Box::new(Stateless(move |b: RecordBatch| compiled.apply(&b)))
         }
         // A key_by only decides where rows go: its output edges shuffle them.
-        Kind::Union | Kind::KeyBy { .. } => run_operator(Stateless(Ok), ins, &mut out, &ctl).await,
+        Kind::Union | Kind::KeyBy { .. } => Box::new(Stateless(Ok)),
         Kind::Window(spec) => {
             let (schema, event_time) = input.ok_or("the input's columns are unknown")?;
             let event_time = event_time.ok_or("the input has no event time")?;
             let out_schema = out_schema.ok_or("the output's columns are unknown")?;
-            let window = Window::new(spec.clone(), &schema, &event_time, out_schema)?;
-            run_operator(window, ins, &mut out, &ctl).await
+            Box::new(Window::new(spec.clone(), &schema, &event_time, out_schema)?)
         }
         Kind::Dedup { key, within } => {
             let (schema, event_time) = input.ok_or("the input's columns are unknown")?;
             let event_time = event_time.ok_or("the input has no event time")?;
             let keys: Vec<String> = key.iter().map(|k| k.name.clone()).collect();
-            let dedup = Dedup::new(&keys, *within, &schema, &event_time)?;
-            run_operator(dedup, ins, &mut out, &ctl).await
+            Box::new(Dedup::new(&keys, *within, &schema, &event_time)?)
         }
         Kind::Join { on, within } => {
             let side = |k: usize| -> Result<(SchemaRef, String), String> {
@@ -1109,17 +1286,37 @@ async fn run_node(
             let ((ls, lt), (rs, rt)) = (side(0)?, side(1)?);
             let keys: Vec<String> = on.iter().map(|k| k.name.clone()).collect();
             let out_schema = out_schema.ok_or("the output's columns are unknown")?;
-            let join = Join::new(&keys, *within, [(&ls, &lt), (&rs, &rt)], out_schema)?;
-            run_operator(join, ins, &mut out, &ctl).await
+            Box::new(Join::new(
+                &keys,
+                *within,
+                [(&ls, &lt), (&rs, &rt)],
+                out_schema,
+            )?)
         }
-        Kind::Blackhole
-        | Kind::Stdout
-        | Kind::FileSink { .. }
-        | Kind::TableSink { .. }
-        | Kind::Http { .. } => {
-            let event_time = input.and_then(|(_, t)| t);
-            let sink = Sink::open(&node, event_time, &ctl).await?;
-            Inputs::new(ins).drain(&out.stats, &ctl, sink).await
+    };
+    if let Some(state) = &ctl.restore {
+        op.restore(state)?;
+    }
+    Ok(Stage::Op(op))
+}
+
+/// Runs the first node of a chain (with the rest behind it in `out`) until its inputs
+/// end or the run stops.
+async fn drive(
+    stage: Stage,
+    node: &NodeSpec,
+    out_schema: Option<SchemaRef>,
+    ins: Vec<(usize, mpsc::Receiver<Msg>)>,
+    mut out: Outputs,
+    ctl: &mut Ctl,
+) -> Result<(), String> {
+    match stage {
+        Stage::Source => {
+            let state = source::run(node, out_schema, &mut out, ctl).await?;
+            ctl.finished(state);
+            out.finish().await
         }
+        Stage::Op(op) => run_operator(op, ins, &mut out, ctl).await,
+        Stage::Sink(sink) => Inputs::new(ins).drain(&out.stats, ctl, sink).await,
     }
 }
