@@ -343,9 +343,10 @@ impl Join {
                 .and_then(|b| <[u8; 8]>::try_from(b).ok())
                 .map(u64::from_le_bytes)
                 .ok_or_else(|| bad("truncated".into()))? as usize;
-            let stream = rest
-                .get(8..8 + len)
-                .ok_or_else(|| bad("truncated".into()))?;
+            let end = len
+                .checked_add(8)
+                .ok_or_else(|| bad("a length past the end".into()))?;
+            let stream = rest.get(8..end).ok_or_else(|| bad("truncated".into()))?;
             let batch = ipc_decode(stream).map_err(bad)?;
             if batch.schema().fields() != s.schema.fields() {
                 return Err(bad("the input's columns changed".into()));
@@ -356,7 +357,7 @@ impl Join {
             s.index.clear();
             (s.first_live, s.entries, s.dead_entries) = (0, 0, 0);
             s.add(&batch)?;
-            rest = &rest[8 + len..];
+            rest = rest.get(end..).unwrap_or_default();
         }
         self.watermark = watermark;
         Ok(())
