@@ -33,7 +33,7 @@ use super::join::Join;
 use super::plan::Exchange;
 use super::sink::Sink;
 use super::source;
-use super::spec::{FileFormat, GeneratorKind, Kind, NodeSpec, Problem};
+use super::spec::{FileFormat, Kind, NodeSpec, Problem};
 use super::validate::Validated;
 use super::window::Window;
 use crate::Node;
@@ -132,10 +132,6 @@ pub fn check_runnable(v: &Validated, with_node: bool) -> Result<(), Vec<Problem>
     let mut problems = Vec::new();
     for n in &v.spec.nodes {
         let why = match &n.kind {
-            Kind::Generator {
-                generator: GeneratorKind::Auctions | GeneratorKind::Persons,
-                ..
-            } => Some("the auctions and persons generators cannot run yet".to_string()),
             Kind::TableStream { .. } | Kind::TableSink { .. } if !with_node => Some(format!(
                 "{} nodes run inside the server (POST the topology to /api/v3/topologies)",
                 n.kind.type_name()

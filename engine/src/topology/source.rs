@@ -154,8 +154,97 @@ async fn generate(
                     Arc::new(StringArray::from_iter_values(r.iter().map(|_| ""))),
                 ]
             }
-            GeneratorKind::Auctions | GeneratorKind::Persons => {
-                return Err(format!("the {} generator cannot run yet", kind.name()));
+            GeneratorKind::Auctions => {
+                // Sellers are among the first 1,000 people, categories 10..15; an
+                // auction runs 10 to 20 s.
+                let r: Vec<u64> = range.clone().map(|i| mix(seed, i)).collect();
+                let initial: Vec<i64> = r.iter().map(|x| (1 + x % 1000) as i64).collect();
+                let expires = times
+                    .iter()
+                    .zip(&r)
+                    .map(|(t, x)| t.saturating_add((10 + (x >> 40) % 11) as i64 * 1_000_000_000));
+                vec![
+                    Arc::new(Int64Array::from_iter_values(
+                        range.clone().map(|i| i as i64),
+                    )),
+                    Arc::new(StringArray::from_iter_values(
+                        range.clone().map(|i| format!("item-{i}")),
+                    )),
+                    Arc::new(StringArray::from_iter_values(r.iter().map(|x| {
+                        ["new", "used", "vintage", "refurbished"][(x >> 52) as usize % 4]
+                    }))),
+                    Arc::new(Int64Array::from_iter_values(initial.iter().copied())),
+                    Arc::new(Int64Array::from_iter_values(
+                        initial
+                            .iter()
+                            .zip(&r)
+                            .map(|(b, x)| b + ((x >> 20) % 1000) as i64),
+                    )),
+                    time_col(),
+                    Arc::new(
+                        TimestampNanosecondArray::from_iter_values(expires)
+                            .with_timezone_opt(tz.clone()),
+                    ),
+                    Arc::new(Int64Array::from_iter_values(
+                        r.iter().map(|x| ((x >> 8) % 1000) as i64),
+                    )),
+                    Arc::new(Int64Array::from_iter_values(
+                        r.iter().map(|x| (10 + (x >> 32) % 5) as i64),
+                    )),
+                    Arc::new(StringArray::from_iter_values(r.iter().map(|_| ""))),
+                ]
+            }
+            GeneratorKind::Persons => {
+                const FIRST: [&str; 8] = [
+                    "Peter", "Paul", "Luke", "John", "Saul", "Vicky", "Kate", "Julie",
+                ];
+                const LAST: [&str; 8] = [
+                    "Shultz", "Abrams", "Spencer", "White", "Bartels", "Walton", "Smith", "Jones",
+                ];
+                const CITIES: [&str; 6] = [
+                    "Phoenix",
+                    "Los Angeles",
+                    "Boise",
+                    "Portland",
+                    "Seattle",
+                    "Cheyenne",
+                ];
+                const STATES: [&str; 6] = ["AZ", "CA", "ID", "OR", "WA", "WY"];
+                let r: Vec<u64> = range.clone().map(|i| mix(seed, i)).collect();
+                let name = |x: &u64| {
+                    format!(
+                        "{} {}",
+                        FIRST[(*x % 8) as usize],
+                        LAST[((x >> 8) % 8) as usize]
+                    )
+                };
+                let place = |x: &u64| ((x >> 16) % 6) as usize;
+                vec![
+                    Arc::new(Int64Array::from_iter_values(
+                        range.clone().map(|i| i as i64),
+                    )),
+                    Arc::new(StringArray::from_iter_values(r.iter().map(name))),
+                    Arc::new(StringArray::from_iter_values(
+                        r.iter().zip(range.clone()).map(|(x, i)| {
+                            format!(
+                                "{}{i}@example.com",
+                                name(x).replace(' ', ".").to_lowercase()
+                            )
+                        }),
+                    )),
+                    Arc::new(StringArray::from_iter_values(
+                        r.iter()
+                            .map(|x| format!("{:016}", (x >> 4) % 10_000_000_000_000_000)),
+                    )),
+                    Arc::new(StringArray::from_iter_values(
+                        r.iter().map(|x| CITIES[place(x)]),
+                    )),
+                    Arc::new(StringArray::from_iter_values(
+                        r.iter().map(|x| STATES[place(x)]),
+                    )),
+                    time_col(),
+                    Arc::new(StringArray::from_iter_values(r.iter().map(|_| ""))),
+                ]
             }
         };
         let batch =
