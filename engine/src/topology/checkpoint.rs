@@ -128,6 +128,13 @@ impl StateWriter {
         self
     }
 
+    /// `bytes`, prefixed by their length (u64).
+    pub fn bytes(self, bytes: &[u8]) -> Self {
+        let mut w = self.u64(bytes.len() as u64);
+        w.0.extend_from_slice(bytes);
+        w
+    }
+
     pub fn finish(self) -> Vec<u8> {
         self.0
     }
@@ -170,6 +177,12 @@ impl<'a> StateReader<'a> {
 
     pub fn i64(&mut self) -> Result<i64, String> {
         self.u64().map(|v| v as i64)
+    }
+
+    /// What [`StateWriter::bytes`] wrote.
+    pub fn prefixed(&mut self) -> Result<&'a [u8], String> {
+        let len = usize::try_from(self.u64()?).map_err(|_| "a length past the end")?;
+        self.bytes(len)
     }
 
     pub fn is_empty(&self) -> bool {

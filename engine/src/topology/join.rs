@@ -313,19 +313,17 @@ impl Join {
         watermark.saturating_sub(self.within)
     }
 
-    /// The state: the watermark (i64), then per side the length (u64) of an Arrow IPC
-    /// stream of the rows kept, and the stream.
+    /// The state: the watermark (i64), then per side an Arrow IPC stream of the rows
+    /// kept, prefixed by its length (u64).
     ///
     /// # Errors
     /// Arrow could not build or encode the batches.
     pub fn snapshot(&self) -> Result<Vec<u8>, String> {
-        let mut out = StateWriter::default().i64(self.watermark).finish();
+        let mut out = StateWriter::default().i64(self.watermark);
         for s in &self.sides {
-            let bytes = ipc_encode(&s.kept(self.watermark, self.within)?)?;
-            out.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
-            out.extend_from_slice(&bytes);
+            out = out.bytes(&ipc_encode(&s.kept(self.watermark, self.within)?)?);
         }
-        Ok(out)
+        Ok(out.finish())
     }
 
     /// Replaces the state with one [`Join::snapshot`] made.
@@ -336,18 +334,8 @@ impl Join {
         let bad = |why: String| format!("the checkpointed join state is unreadable: {why}");
         let mut r = StateReader::new(bytes);
         let watermark = r.i64().map_err(bad)?;
-        let mut rest = bytes.get(8..).ok_or_else(|| bad("truncated".into()))?;
         for s in &mut self.sides {
-            let len = rest
-                .get(..8)
-                .and_then(|b| <[u8; 8]>::try_from(b).ok())
-                .map(u64::from_le_bytes)
-                .ok_or_else(|| bad("truncated".into()))? as usize;
-            let end = len
-                .checked_add(8)
-                .ok_or_else(|| bad("a length past the end".into()))?;
-            let stream = rest.get(8..end).ok_or_else(|| bad("truncated".into()))?;
-            let batch = ipc_decode(stream).map_err(bad)?;
+            let batch = ipc_decode(r.prefixed().map_err(bad)?).map_err(bad)?;
             if batch.schema().fields() != s.schema.fields() {
                 return Err(bad("the input's columns changed".into()));
             }
@@ -357,7 +345,6 @@ impl Join {
             s.index.clear();
             (s.first_live, s.entries, s.dead_entries) = (0, 0, 0);
             s.add(&batch)?;
-            rest = rest.get(end..).unwrap_or_default();
         }
         self.watermark = watermark;
         Ok(())

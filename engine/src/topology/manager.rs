@@ -325,14 +325,12 @@ impl Topologies {
                     return;
                 }
             };
-            if let Some(c) = &restore {
-                checkpoint_tx.send_replace(c.epoch);
-            }
             // Until the sources take holds of their own, keep the log they resume from.
             let early_holds = restored_holds(&node, &v, restore.as_ref());
-            let mut first_checkpoint = checkpoint_rx.clone();
+            let restored_epoch = restore.as_ref().map_or(0, |c| c.epoch);
+            let mut written = checkpoint_rx.clone();
             let released = tokio::spawn(async move {
-                let _ = first_checkpoint.changed().await;
+                let _ = written.wait_for(|epoch| *epoch > restored_epoch).await;
                 drop(early_holds);
             });
             let env = RunEnv {

@@ -107,7 +107,7 @@ pub struct RunEnv {
     pub restore: Option<Checkpoint>,
     /// Set to true to stop the topology.
     pub stop: Option<watch::Receiver<bool>>,
-    /// Told the epoch of every checkpoint written.
+    /// Told the epoch of every checkpoint written (and of the one restored from).
     pub on_checkpoint: Option<watch::Sender<u64>>,
 }
 
@@ -219,7 +219,8 @@ pub(crate) struct Ctl {
     pub(crate) completed: watch::Receiver<u64>,
     /// This node's state in the checkpoint restored from.
     pub(crate) restore: Option<Vec<u8>>,
-    pub(crate) env: RunEnv,
+    /// The node whose tables table streams and table sinks use.
+    pub(crate) node: Option<Arc<Node>>,
 }
 
 impl Ctl {
@@ -331,7 +332,13 @@ pub async fn run(v: &Validated, stats: &[Arc<NodeStats>], env: RunEnv) -> Result
     }
     let first_epoch = env.restore.as_ref().map_or(0, |c| c.epoch);
     let (barrier_tx, barrier_rx) = watch::channel(first_epoch);
-    let (completed_tx, completed_rx) = watch::channel(first_epoch);
+    // The epoch of the last checkpoint written: the caller's channel when it watches.
+    let completed_tx = env
+        .on_checkpoint
+        .clone()
+        .unwrap_or_else(|| watch::channel(first_epoch).0);
+    completed_tx.send_replace(first_epoch);
+    let completed_rx = completed_tx.subscribe();
     let (report_tx, mut report_rx) = mpsc::unbounded_channel();
     let stopping = Arc::new(AtomicBool::new(false));
     let names: Vec<String> = instances
@@ -351,7 +358,7 @@ pub async fn run(v: &Validated, stats: &[Arc<NodeStats>], env: RunEnv) -> Result
             .restore
             .as_ref()
             .and_then(|c| c.states.get(&names[x]).cloned()),
-        env: env.clone(),
+        node: env.node.clone(),
     };
     for chain in &plan.chains {
         for k in 0..width(chain.nodes[0]) {
@@ -361,9 +368,15 @@ pub async fn run(v: &Validated, stats: &[Arc<NodeStats>], env: RunEnv) -> Result
                 let x = first[member] + k;
                 let (main, late) = std::mem::take(&mut outputs[x]);
                 let ctl = ctl_of(x);
-                let stage = build_stage(&nodes[member], v, &ctl)
-                    .await
-                    .map_err(|e| format!("{}: {e}", nodes[member].name))?;
+                let stage = match build_stage(&nodes[member], v, &ctl).await {
+                    Ok(Stage::Op(op)) => Behind::Op(op),
+                    Ok(Stage::Sink(sink)) => Behind::Sink(sink),
+                    // The plan chains a node behind its one input: never a source.
+                    Ok(Stage::Source) => {
+                        Err("a source cannot run behind another node".to_string())?
+                    }
+                    Err(e) => Err(format!("{}: {e}", nodes[member].name))?,
+                };
                 let link = Link {
                     name: nodes[member].name.clone(),
                     stage,
@@ -535,9 +548,6 @@ impl Coordinator<'_> {
                 tracing::debug!(epoch, dir = %dir.display(), "checkpoint written");
             }
             self.completed.send_replace(epoch);
-            if let Some(tell) = &self.env.on_checkpoint {
-                tell.send_replace(epoch);
-            }
         }
         Ok(())
     }
@@ -1116,11 +1126,17 @@ async fn end_operator(op: &mut dyn Operator, out: &mut Outputs, ctl: &Ctl) -> Re
     out.finish().await
 }
 
+/// What a node chained behind another does (a source never is).
+enum Behind {
+    Op(Box<dyn Operator>),
+    Sink(Sink),
+}
+
 /// A node chained behind another: it runs in that node's task, called for each batch,
 /// watermark, barrier and status change instead of reading a channel.
 struct Link {
     name: String,
-    stage: Stage,
+    stage: Behind,
     out: Outputs,
     ctl: Ctl,
 }
@@ -1140,7 +1156,7 @@ impl Link {
                 .rows_in
                 .fetch_add(b.num_rows() as u64, Ordering::Relaxed);
             let result = match &mut self.stage {
-                Stage::Op(op) => match op.on_batch(0, &b) {
+                Behind::Op(op) => match op.on_batch(0, &b) {
                     Ok(produced) => {
                         if let Some(rows) = produced.rows {
                             self.out.batch(rows).await?;
@@ -1152,8 +1168,7 @@ impl Link {
                     }
                     Err(e) => Err(e),
                 },
-                Stage::Sink(sink) => sink.write(&b, &self.out.stats).await,
-                Stage::Source => Ok(()),
+                Behind::Sink(sink) => sink.write(&b, &self.out.stats).await,
             };
             result.map_err(|e| self.named(e))
         })
@@ -1161,7 +1176,7 @@ impl Link {
 
     fn watermark(&mut self, w: i64) -> LinkFuture<'_> {
         Box::pin(async move {
-            if let Stage::Op(op) = &mut self.stage {
+            if let Behind::Op(op) = &mut self.stage {
                 let (rows, passed_on) = op.on_watermark(w).map_err(|e| self.named(e))?;
                 if let Some(rows) = rows {
                     self.out.batch(rows).await?;
@@ -1175,9 +1190,8 @@ impl Link {
     fn barrier(&mut self, epoch: u64) -> LinkFuture<'_> {
         Box::pin(async move {
             let state = match &mut self.stage {
-                Stage::Op(op) => op.snapshot(),
-                Stage::Sink(sink) => sink.checkpoint(),
-                Stage::Source => Ok(Vec::new()),
+                Behind::Op(op) => op.snapshot(),
+                Behind::Sink(sink) => sink.checkpoint(),
             }
             .map_err(|e| self.named(e))?;
             self.ctl.report(epoch, state);
@@ -1188,7 +1202,7 @@ impl Link {
     fn idle(&mut self, idle: bool) -> LinkFuture<'_> {
         Box::pin(async move {
             match self.stage {
-                Stage::Op(_) => self.out.idle(idle).await,
+                Behind::Op(_) => self.out.idle(idle).await,
                 _ => Ok(()),
             }
         })
@@ -1197,17 +1211,16 @@ impl Link {
     fn finish(&mut self) -> LinkFuture<'_> {
         Box::pin(async move {
             match &mut self.stage {
-                Stage::Op(op) => end_operator(op.as_mut(), &mut self.out, &self.ctl)
+                Behind::Op(op) => end_operator(op.as_mut(), &mut self.out, &self.ctl)
                     .await
                     .map_err(|e| format!("{}: {e}", self.name)),
-                Stage::Sink(sink) => {
+                Behind::Sink(sink) => {
                     let state = sink
                         .checkpoint()
                         .map_err(|e| format!("{}: {e}", self.name))?;
                     self.ctl.finished(state);
                     Ok(())
                 }
-                Stage::Source => Ok(()),
             }
         })
     }

@@ -83,7 +83,6 @@ impl Sink {
             },
             Kind::TableSink { database, table } => Sink::Table {
                 node: ctl
-                    .env
                     .node
                     .clone()
                     .ok_or("a table sink runs inside the server")?,

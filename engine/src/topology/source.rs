@@ -380,7 +380,6 @@ async fn table_stream(
     ctl: &mut Ctl,
 ) -> Result<Vec<u8>, String> {
     let engine = ctl
-        .env
         .node
         .clone()
         .ok_or("a table stream runs inside the server")?;
