@@ -13,7 +13,10 @@ pub use encoder::{escape_key, escape_measurement, escape_string_field, write_lin
 pub use parser::{Line, LineParser, ParsedLine, Precision};
 
 use serde::Serialize;
-use tidemark_storage::batch::WriteBuilder;
+use std::collections::HashMap;
+
+use foldhash::fast::FixedState;
+use tidemark_storage::batch::{FieldLayout, SeriesId, WriteBuilder};
 
 /// Longest `original_line` echoed back in an error, so that a bad multi-megabyte line does
 /// not make a multi-megabyte error.
@@ -83,18 +86,23 @@ pub fn parse_into(
     limits: LineLimits,
     builder: &mut WriteBuilder,
 ) -> Vec<LineError> {
-    let mut errors = Vec::new();
-    let mut rest = body;
-    let mut line_offset = 0;
     let settings = Settings {
         precision,
         default_time,
         limits,
+        remember_series: true,
     };
+    parse_with(body, &settings, builder)
+}
+
+fn parse_with(body: &[u8], settings: &Settings, builder: &mut WriteBuilder) -> Vec<LineError> {
+    let mut errors = Vec::new();
+    let mut rest = body;
+    let mut line_offset = 0;
     // Parse the longest valid UTF-8 prefix; report the line holding a bad byte; go on.
     while !rest.is_empty() {
         let (head, bad) = split_at_invalid_utf8(rest);
-        parse_str(head, line_offset, &settings, builder, &mut errors);
+        parse_str(head, line_offset, settings, builder, &mut errors);
         let Some(bad) = bad else {
             break;
         };
@@ -164,10 +172,13 @@ struct Settings {
     precision: Precision,
     default_time: i64,
     limits: LineLimits,
+    /// Whether lines of a series seen before skip their tags. Always on, except for the
+    /// tests that check it changes nothing.
+    remember_series: bool,
 }
 
-fn parse_str(
-    text: &str,
+fn parse_str<'a>(
+    text: &'a str,
     line_offset: usize,
     settings: &Settings,
     builder: &mut WriteBuilder,
@@ -177,10 +188,25 @@ fn parse_str(
         precision,
         default_time,
         limits,
+        remember_series,
     } = *settings;
     let scale = precision.nanos();
+    // Series this request wrote, by their text as written: a line of one of them skips
+    // its tags, which are most of a line (see `WriteBuilder::push_known`).
+    let mut known: HashMap<&'a str, SeriesId, FixedState> = HashMap::default();
     let mut parser = LineParser::new(text);
-    while let Some(parsed) = parser.next() {
+    loop {
+        let next = parser.next_with(|s| {
+            if !remember_series {
+                return None;
+            }
+            let id = *known.get(s)?;
+            let layout = builder.known_layout(id);
+            Some(((id, layout.map(FieldLayout::generation)), layout))
+        });
+        let Some((parsed, series)) = next else {
+            break;
+        };
         let line_number = parsed.line_number + line_offset;
         let line = match parsed.result {
             Ok(line) => line,
@@ -195,10 +221,10 @@ fn parse_str(
                 parsed.text.len(),
                 limits.max_line_bytes
             ))
-        } else if line.fields.len() > limits.max_fields {
+        } else if line.field_count() > limits.max_fields {
             Some(format!(
                 "line has {} fields, more than the limit of {}",
-                line.fields.len(),
+                line.field_count(),
                 limits.max_fields
             ))
         } else {
@@ -225,9 +251,42 @@ fn parse_str(
                 }
             },
         };
-        if let Err(e) = builder.push_row(&line.measurement, line.tags, line.fields, time) {
-            errors.push(LineError::new(line_number, parsed.text, e.to_string()));
+        let pushed = match (series, line.values) {
+            (Some((id, Some(generation))), Some(values))
+                if builder.push_known_values(id, generation, values, time) =>
+            {
+                Ok(())
+            }
+            (Some((id, _)), None) if builder.push_known(id, line.fields, time) => Ok(()),
+            // A known series whose fields differ from its table's previous row: the
+            // checks need the tags, so parse the line whole.
+            (Some(_), _) => push_whole(parsed.text, time, builder),
+            (None, _) => builder
+                .push_row_remembered(&line.measurement, line.tags, line.fields, time)
+                .map_err(|e| e.to_string())
+                .map(|id| {
+                    if let Some(id) = id
+                        && !parsed.series.is_empty()
+                    {
+                        known.insert(parsed.series, id);
+                    }
+                }),
+        };
+        if let Err(e) = pushed {
+            errors.push(LineError::new(line_number, parsed.text, e));
         }
+    }
+}
+
+/// Parses one line that parsed before without its tags, and pushes it with them.
+fn push_whole(text: &str, time: i64, builder: &mut WriteBuilder) -> Result<(), String> {
+    let mut parser = LineParser::new(text);
+    match parser.next().map(|p| p.result) {
+        Some(Ok(line)) => builder
+            .push_row(&line.measurement, line.tags, line.fields, time)
+            .map_err(|e| e.to_string()),
+        Some(Err(e)) => Err(e),
+        None => Err("internal error: the line vanished when parsed again".to_string()),
     }
 }
 

@@ -8,7 +8,8 @@
 
 use std::borrow::Cow;
 
-use tidemark_storage::batch::FieldValue;
+use tidemark_storage::batch::{FieldLayout, FieldValue};
+use tidemark_storage::catalog::FieldType;
 
 /// Timestamp precision of a write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -67,8 +68,17 @@ pub struct Line<'p, 'a> {
     pub measurement: Cow<'a, str>,
     pub tags: &'p [(Cow<'a, str>, Cow<'a, str>)],
     pub fields: &'p [(Cow<'a, str>, FieldValue<'a>)],
+    /// The field values in [`layout_bits`] form, instead of `fields`, when the line was
+    /// parsed against the [`FieldLayout`] the caller gave [`LineParser::next_with`].
+    pub values: Option<&'p [u64]>,
     /// As written, not yet scaled by the precision.
     pub timestamp: Option<i64>,
+}
+
+impl Line<'_, '_> {
+    pub fn field_count(&self) -> usize {
+        self.values.map_or(self.fields.len(), <[u64]>::len)
+    }
 }
 
 /// One logical line of the body: where it is, its text, and what came of it.
@@ -77,6 +87,9 @@ pub struct ParsedLine<'p, 'a> {
     /// 1-based number of the physical line the logical line starts on.
     pub line_number: usize,
     pub text: &'a str,
+    /// The measurement and tag set as written, when the line has a space that ends them
+    /// (only filled in by [`LineParser::next_with`]; empty otherwise).
+    pub series: &'a str,
     pub result: Result<Line<'p, 'a>, String>,
 }
 
@@ -87,6 +100,7 @@ pub struct LineParser<'a> {
     line_number: usize,
     tags: Vec<(Cow<'a, str>, Cow<'a, str>)>,
     fields: Vec<(Cow<'a, str>, FieldValue<'a>)>,
+    values: Vec<u64>,
 }
 
 /// Which characters end a token and which may be escaped in it.
@@ -146,12 +160,34 @@ impl<'a> LineParser<'a> {
             line_number: 1,
             tags: Vec::new(),
             fields: Vec::new(),
+            values: Vec::new(),
         }
     }
 
     /// The next logical line, skipping blank and `#` comment lines.
     #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Option<ParsedLine<'_, 'a>> {
+        self.advance(None::<fn(&'a str) -> Option<((), Option<&FieldLayout>)>>)
+            .map(|(line, _)| line)
+    }
+
+    /// [`next`](Self::next) for a caller that remembers series. `known` is shown the
+    /// line's measurement and tag set as written ([`ParsedLine::series`]). When it returns
+    /// `Some`, the caller has parsed that exact text before: the tags are not parsed again
+    /// and the line's `measurement` and `tags` are empty. When it also gives a layout, the
+    /// fields are parsed against it into [`Line::values`] if they follow it exactly, and
+    /// as usual if not.
+    pub fn next_with<'l, K>(
+        &mut self,
+        known: impl FnOnce(&'a str) -> Option<(K, Option<&'l FieldLayout>)>,
+    ) -> Option<(ParsedLine<'_, 'a>, Option<K>)> {
+        self.advance(Some(known))
+    }
+
+    fn advance<'l, K>(
+        &mut self,
+        known: Option<impl FnOnce(&'a str) -> Option<(K, Option<&'l FieldLayout>)>>,
+    ) -> Option<(ParsedLine<'_, 'a>, Option<K>)> {
         let bytes = self.src.as_bytes();
         // Skip blank lines, leading whitespace and comments.
         loop {
@@ -178,13 +214,56 @@ impl<'a> LineParser<'a> {
         self.fields.clear();
         // Newlines inside quoted string values: the only ones a line can contain.
         let mut inner_newlines = 0;
-        let outcome = parse_line(
-            self.src,
-            &mut self.pos,
-            &mut self.tags,
-            &mut self.fields,
-            &mut inner_newlines,
-        );
+        let (series, id) = match known {
+            Some(known) => match series_end(bytes, start) {
+                Some(end) => {
+                    let series = &self.src[start..end];
+                    (series, known(series))
+                }
+                None => ("", None),
+            },
+            None => ("", None),
+        };
+        let mut by_layout = false;
+        let (id, outcome) = match id {
+            Some((id, layout)) => {
+                // The same text parsed into a valid measurement and tag set before, ending
+                // where the fields begin.
+                self.pos = start + series.len();
+                let lean = layout.and_then(|layout| {
+                    let mut pos = self.pos;
+                    parse_layout_fields(self.src, &mut pos, layout, &mut self.values)
+                        .map(|timestamp| (pos, timestamp))
+                });
+                let outcome = match lean {
+                    Some((pos, timestamp)) => {
+                        self.pos = pos;
+                        by_layout = true;
+                        Ok(timestamp)
+                    }
+                    None => parse_fields_and_time(
+                        self.src,
+                        &mut self.pos,
+                        &mut self.fields,
+                        &mut inner_newlines,
+                    ),
+                };
+                (
+                    Some(id),
+                    outcome.map(|timestamp| (Cow::Borrowed(""), timestamp)),
+                )
+            }
+            None => (
+                None,
+                parse_line(
+                    self.src,
+                    &mut self.pos,
+                    &mut self.tags,
+                    &mut self.fields,
+                    &mut inner_newlines,
+                ),
+            ),
+        };
         // Whatever happened, resume after the end of this line.
         let end = match outcome {
             Ok(_) => self.pos,
@@ -208,21 +287,39 @@ impl<'a> LineParser<'a> {
             measurement,
             tags: &self.tags,
             fields: &self.fields,
+            values: by_layout.then_some(self.values.as_slice()),
             timestamp,
         });
-        Some(ParsedLine {
+        let line = ParsedLine {
             line_number,
             text,
+            series,
             result,
-        })
+        };
+        Some((line, id))
     }
 }
 
+/// Where a line's measurement and tag set end: its first space not escaped by a
+/// backslash. `None` when the line ends first, or a backslash ends the line, which only a
+/// full parse can judge.
+fn series_end(b: &[u8], mut i: usize) -> Option<usize> {
+    while let Some(at) = memchr::memchr3(b' ', b'\\', b'\n', b.get(i..)?) {
+        i += at;
+        match b[i] {
+            b' ' => return Some(i),
+            // Every token treats a backslash before a space or a backslash as an escape
+            // pair, and anything else after it is not a space: skipping two bytes finds
+            // the same space the full parse stops at.
+            b'\\' if !matches!(b.get(i + 1), None | Some(b'\n')) => i += 2,
+            _ => return None,
+        }
+    }
+    None
+}
+
 fn memchr(needle: u8, hay: &[u8], from: usize) -> Option<usize> {
-    hay.get(from..)?
-        .iter()
-        .position(|&b| b == needle)
-        .map(|i| i + from)
+    memchr::memchr(needle, hay.get(from..)?).map(|i| i + from)
 }
 
 type LineOutcome<'a> = Result<(Cow<'a, str>, Option<i64>), String>;
@@ -269,6 +366,19 @@ fn parse_line<'a>(
             Some(&c) => format!("unexpected {:?} after the tag set", c as char),
         });
     }
+    let timestamp = parse_fields_and_time(src, pos, fields, inner_newlines)?;
+    Ok((measurement, timestamp))
+}
+
+/// Parses a line from the space that ends its tag set: the field set, the optional
+/// timestamp and the end of the line.
+fn parse_fields_and_time<'a>(
+    src: &'a str,
+    pos: &mut usize,
+    fields: &mut Vec<(Cow<'a, str>, FieldValue<'a>)>,
+    inner_newlines: &mut usize,
+) -> Result<Option<i64>, String> {
+    let b = src.as_bytes();
     skip_spaces(b, pos);
     loop {
         let key = token(src, pos, Token::FieldKey)?;
@@ -294,11 +404,24 @@ fn parse_line<'a>(
         }
     }
 
+    parse_time_and_end(src, pos)
+}
+
+/// Parses what follows a line's field set: the optional timestamp and the end of the line.
+fn parse_time_and_end(src: &str, pos: &mut usize) -> Result<Option<i64>, String> {
+    let b = src.as_bytes();
     // Optional timestamp, then the end of the line.
     let mut timestamp = None;
     if *pos < b.len() && b[*pos] == b' ' {
         skip_spaces(b, pos);
-        if *pos < b.len() && !matches!(b[*pos], b'\n' | b'\r') {
+        if let Some((t, n)) = short_unsigned(&b[*pos..])
+            && matches!(b.get(*pos + n), None | Some(b' ' | b'\n' | b'\r' | b'\t'))
+        {
+            // The common case, a positive timestamp, read in the pass that finds its end.
+            *pos += n;
+            timestamp = Some(t);
+            skip_spaces(b, pos);
+        } else if *pos < b.len() && !matches!(b[*pos], b'\n' | b'\r') {
             let start = *pos;
             while *pos < b.len() && !matches!(b[*pos], b' ' | b'\n' | b'\r' | b'\t') {
                 *pos += 1;
@@ -314,7 +437,7 @@ fn parse_line<'a>(
         *pos += 1;
     }
     match b.get(*pos) {
-        None | Some(b'\n') => Ok((measurement, timestamp)),
+        None | Some(b'\n') => Ok(timestamp),
         Some(&c) => Err(format!(
             "unexpected {:?} at column {} after the {}",
             c as char,
@@ -325,6 +448,96 @@ fn parse_line<'a>(
                 "field set"
             }
         )),
+    }
+}
+
+/// Parses a field set that follows `layout` exactly (the same keys in the same order,
+/// written as named, with values of the same kinds) into `values`, then the timestamp
+/// and the end of the line. `None` when it does not, or the line is malformed: the
+/// general parse then decides what the line is.
+fn parse_layout_fields(
+    src: &str,
+    pos: &mut usize,
+    layout: &FieldLayout,
+    values: &mut Vec<u64>,
+) -> Option<Option<i64>> {
+    let b = src.as_bytes();
+    skip_spaces(b, pos);
+    values.clear();
+    for (n, (name, kind)) in layout.fields().iter().enumerate() {
+        if n > 0 {
+            if b.get(*pos) != Some(&b',') {
+                return None;
+            }
+            *pos += 1;
+        }
+        // Layout keys hold no byte that a key token stops at or escapes, so the general
+        // parse would read exactly these bytes as the key.
+        let end = *pos + name.len();
+        if !same_bytes(b.get(*pos..end)?, name.as_bytes()) || b.get(end) != Some(&b'=') {
+            return None;
+        }
+        *pos = end + 1;
+        let start = *pos;
+        // The common case, a short decimal float, read in the same pass that finds its end.
+        if *kind == FieldType::Float
+            && let Some((v, n)) = decimal_prefix(&b[start..])
+            && matches!(
+                b.get(start + n),
+                None | Some(b',' | b' ' | b'\n' | b'\r' | b'\t')
+            )
+        {
+            *pos = start + n;
+            values.push(v.to_bits());
+            continue;
+        }
+        while *pos < b.len() && !matches!(b[*pos], b',' | b' ' | b'\n' | b'\r' | b'\t') {
+            *pos += 1;
+        }
+        values.push(layout_value(&src[start..*pos], *kind)?);
+    }
+    if b.get(*pos) == Some(&b',') {
+        return None;
+    }
+    parse_time_and_end(src, pos).ok()
+}
+
+/// `a == b`, without a call into `memcmp` for the short keys lines are made of.
+#[inline]
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    let word = |s: &[u8], at: usize| {
+        s.get(at..at + 8)
+            .and_then(|w| <[u8; 8]>::try_from(w).ok())
+            .map(u64::from_ne_bytes)
+    };
+    match n {
+        // Two overlapping 8-byte words cover 8 to 16 bytes.
+        8..=16 => word(a, 0) == word(b, 0) && word(a, n - 8) == word(b, n - 8),
+        0..8 => a.iter().zip(b).all(|(x, y)| x == y),
+        _ => a == b,
+    }
+}
+
+/// A field value of the given kind, as [`field_value`] would read it, in [`layout_bits`]
+/// form; `None` if [`field_value`] would read another kind or refuse it.
+fn layout_value(text: &str, kind: FieldType) -> Option<u64> {
+    let digits = |suffix: char| text.strip_suffix(suffix);
+    match kind {
+        // Only digits, signs, dots and exponents parse, so the text is neither a
+        // boolean nor suffixed: `field_value` reads a float too.
+        FieldType::Float => parse_f64(text).map(f64::to_bits),
+        FieldType::Integer => parse_i64(digits('i')?).map(|v| v as u64),
+        FieldType::UInteger => parse_u64(digits('u')?),
+        FieldType::Boolean => match text {
+            "t" | "T" | "true" | "True" | "TRUE" => Some(1),
+            "f" | "F" | "false" | "False" | "FALSE" => Some(0),
+            _ => None,
+        },
+        FieldType::String => None,
     }
 }
 
@@ -489,14 +702,25 @@ fn parse_u64(s: &str) -> Option<u64> {
     if d.is_empty() || d.len() > 20 {
         return None;
     }
+    // Up to 19 digits cannot overflow (10^19 - 1 < 2^64): no checks in the loop.
+    let (head, last) = if d.len() == 20 {
+        (&d[..19], Some(d[19]))
+    } else {
+        (d, None)
+    };
     let mut v: u64 = 0;
-    for &c in d {
-        if !c.is_ascii_digit() {
+    for &c in head {
+        let digit = c.wrapping_sub(b'0');
+        if digit > 9 {
             return None;
         }
-        v = v.checked_mul(10)?.checked_add(u64::from(c - b'0'))?;
+        v = v * 10 + u64::from(digit);
     }
-    Some(v)
+    match last {
+        None => Some(v),
+        Some(c) if c.is_ascii_digit() => v.checked_mul(10)?.checked_add(u64::from(c - b'0')),
+        Some(_) => None,
+    }
 }
 
 fn parse_i64(s: &str) -> Option<i64> {
@@ -517,6 +741,28 @@ fn parse_i64(s: &str) -> Option<i64> {
     }
 }
 
+/// The value of the leading run of 1 to 19 digits of `d` and its length, when it fits an
+/// `i64`; `None` when `d` does not start with a digit, the run is longer, or too large.
+#[inline]
+fn short_unsigned(d: &[u8]) -> Option<(i64, usize)> {
+    // 19 digits cannot overflow a u64 (10^19 - 1 < 2^64).
+    let mut v: u64 = 0;
+    let mut n = 0;
+    while let Some(&c) = d.get(n)
+        && c.is_ascii_digit()
+    {
+        if n == 19 {
+            return None;
+        }
+        v = v * 10 + u64::from(c - b'0');
+        n += 1;
+    }
+    if n == 0 {
+        return None;
+    }
+    i64::try_from(v).ok().map(|v| (v, n))
+}
+
 /// Exact powers of ten representable in an f64.
 const POW10: [f64; 16] = [
     1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
@@ -526,35 +772,43 @@ const POW10: [f64; 16] = [
 /// of ten are both exact f64s, so one division gives the correctly rounded value (Clinger's
 /// fast path). Anything else goes to the standard parser.
 fn parse_simple_decimal(d: &[u8]) -> Option<f64> {
-    let (neg, digits) = match d.first() {
-        Some(b'-') => (true, &d[1..]),
-        _ => (false, d),
-    };
-    if digits.is_empty() || digits.len() > 16 {
-        return None;
-    }
+    decimal_prefix(d).and_then(|(v, n)| (n == d.len()).then_some(v))
+}
+
+/// The value of the longest `[-]digits[.digits]` prefix of `d` and its length, when it has
+/// 1 to 15 digits (see [`parse_simple_decimal`]).
+#[inline]
+fn decimal_prefix(d: &[u8]) -> Option<(f64, usize)> {
+    let neg = d.first() == Some(&b'-');
+    let mut i = usize::from(neg);
+    // Wrapping: a mantissa of more than 15 digits is refused below anyway.
     let mut mantissa: u64 = 0;
-    let mut frac_digits: Option<usize> = None;
-    let mut count = 0;
-    for &c in digits {
-        match c {
-            b'0'..=b'9' => {
-                mantissa = mantissa * 10 + u64::from(c - b'0');
-                count += 1;
-                if let Some(f) = frac_digits.as_mut() {
-                    *f += 1;
-                }
-            }
-            b'.' if frac_digits.is_none() => frac_digits = Some(0),
-            _ => return None,
-        }
+    let int_start = i;
+    while let Some(&c) = d.get(i)
+        && c.is_ascii_digit()
+    {
+        mantissa = mantissa.wrapping_mul(10).wrapping_add(u64::from(c - b'0'));
+        i += 1;
     }
-    let scale = frac_digits.unwrap_or(0);
-    if count == 0 || count > 15 || scale >= POW10.len() {
+    let int_digits = i - int_start;
+    let mut scale = 0;
+    if d.get(i) == Some(&b'.') {
+        i += 1;
+        let frac_start = i;
+        while let Some(&c) = d.get(i)
+            && c.is_ascii_digit()
+        {
+            mantissa = mantissa.wrapping_mul(10).wrapping_add(u64::from(c - b'0'));
+            i += 1;
+        }
+        scale = i - frac_start;
+    }
+    let count = int_digits + scale;
+    if count == 0 || count > 15 {
         return None;
     }
     let v = mantissa as f64 / POW10[scale];
-    Some(if neg { -v } else { v })
+    Some((if neg { -v } else { v }, i))
 }
 
 /// Floats as InfluxDB accepts them: decimal or exponent notation, no NaN or infinity.

@@ -347,3 +347,143 @@ proptest! {
         let _ = b.finish();
     }
 }
+
+/// Parses `body` twice, with and without remembered series, and returns both outcomes.
+fn both_ways(body: &str, precision: Precision) -> [(Vec<LineError>, String); 2] {
+    [true, false].map(|remember_series| {
+        let db = Arc::new(DatabaseSchema::new("db", 3));
+        let mut b = WriteBuilder::new(db, 1000);
+        let settings = Settings {
+            precision,
+            default_time: 42,
+            limits: LineLimits {
+                max_line_bytes: 1024,
+                max_fields: 3,
+            },
+            remember_series,
+        };
+        let errors = parse_with(body.as_bytes(), &settings, &mut b);
+        // Debug output of the whole write: partitions, tables, every column's values,
+        // dictionaries and nulls, and the columns the catalog would learn.
+        (errors, format!("{:?}", b.finish().unwrap()))
+    })
+}
+
+fn series_text() -> impl Strategy<Value = &'static str> {
+    prop::sample::select(vec![
+        "cpu,host=a",
+        "cpu,host=b,region=eu",
+        "cpu,region=eu,host=a",
+        "cpu",
+        "m\\ x,t\\,k=v\\ 1\\=",
+        "cpu,host=a,host=b",
+        "cpu,time=x",
+        "cpu,host=a\\\\",
+        "cpu,u=tag",
+        "cpu,host=",
+    ])
+}
+
+fn field_text() -> impl Strategy<Value = String> {
+    let key = prop::sample::select(vec!["u", "v", "w\\,x", "a\\=b", "time", "v\\ "]);
+    let value = prop::sample::select(vec![
+        "1",
+        "-0.5",
+        "1e3",
+        "12345678901234567",
+        ".5",
+        "5.",
+        "+3",
+        "0.000001",
+        "-",
+        "1i",
+        "-9223372036854775808i",
+        "9223372036854775808i",
+        "i",
+        "0u",
+        "18446744073709551615u",
+        "18446744073709551616u",
+        "t",
+        "FALSE",
+        "true",
+        "\"s\"",
+        "\"a\\\"b\\\\\"",
+        "\"x\ny\"",
+        "1.2.3",
+        "",
+        "abc",
+        "1.5x",
+    ]);
+    (key, value).prop_map(|(k, v)| format!("{k}={v}"))
+}
+
+fn line_text() -> impl Strategy<Value = String> {
+    let time = prop::sample::select(vec![
+        "",
+        " 1",
+        " -5",
+        " 9223372036854775807",
+        " 9223372036854775808",
+        " 12345678901234567890",
+        " 0001",
+        " x",
+        " 1 2",
+        " 1\r",
+        "  7  ",
+    ]);
+    // Mostly the same two layouts, so that rows of remembered series follow their table's
+    // previous layout (and take the shortcut); sometimes anything.
+    let float = prop::sample::select(vec!["1", "-0.5", "1e3", "5.", "0.25", "+3", "7x"]);
+    let int = prop::sample::select(vec!["1i", "-3i", "9223372036854775808i", "2", "t"]);
+    let fields = prop_oneof![
+        3 => (float.clone(), int).prop_map(|(f, i)| vec![format!("u={f}"), format!("v={i}")]),
+        2 => float.prop_map(|f| vec![format!("u={f}")]),
+        2 => proptest::collection::vec(field_text(), 1..4),
+    ];
+    (series_text(), fields, time, 0..8u8).prop_map(|(series, fields, time, shape)| match shape {
+        // Mostly the usual shape; sometimes a missing field set, a stray comma, or a
+        // comment and a blank line in between.
+        0 => format!("{series}{time}"),
+        1 => format!("{series} {},{time}", fields.join(",")),
+        2 => format!("# note\n\n{series} {}{time}", fields.join(",")),
+        _ => format!("{series} {}{time}", fields.join(",")),
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// Remembering series is an optimisation only: the same rows, columns, dictionaries and
+    /// errors (line numbers and messages) come out with and without it.
+    #[test]
+    fn remembering_series_changes_nothing(
+        lines in proptest::collection::vec(line_text(), 1..40),
+        seconds in any::<bool>(),
+    ) {
+        let body = lines.join("\n");
+        let precision = if seconds { Precision::Second } else { Precision::Nanosecond };
+        let [with, without] = both_ways(&body, precision);
+        prop_assert_eq!(with, without, "{}", body);
+    }
+}
+
+#[test]
+fn remembered_series_take_the_layout_and_survive_layout_changes() {
+    // Rows of one series, with the layout changing under it: new field, other order, other
+    // kind (refused), back to the first layout.
+    let body = "cpu,host=a u=1,v=2 1\n\
+                cpu,host=a u=3,v=4 2\n\
+                cpu,host=a u=5,v=6,w=7 3\n\
+                cpu,host=a v=8,u=9 4\n\
+                cpu,host=a u=1i,v=2 5\n\
+                cpu,host=a u=10,v=11 6\n\
+                cpu,host=b u=12,v=13 7\n\
+                cpu,host=a u=14,v=15";
+    let [with, without] = both_ways(body, Precision::Nanosecond);
+    assert_eq!(with, without);
+    let (errors, batch) = with;
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].line_number, 5);
+    assert!(errors[0].error_message.contains("integer"), "{errors:?}");
+    assert!(batch.contains("rows: 7"), "{batch}");
+}
