@@ -6,6 +6,14 @@
 //! leaves no trace. Accepted rows go to the column builders of their (partition, table),
 //! where partition = xxh3(series key) % P. [`WriteBuilder::finish`] yields one Arrow batch
 //! per (partition, table) and the columns the catalog must learn.
+//!
+//! Most lines of a request repeat a series already written in it. A row pushed with
+//! [`WriteBuilder::push_row_remembered`] gets a [`SeriesId`] holding its builder and the
+//! dictionary key of each tag; later rows of that series go through
+//! [`WriteBuilder::push_known`] (or, for fixed-width fields laid out like the table's previous
+//! row, [`WriteBuilder::push_known_values`]) and skip hashing, partitioning, validating and
+//! dictionary lookups. Both accept a row only when every check a full push makes has
+//! already passed for that exact layout; otherwise the caller pushes the row in full.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -766,19 +774,27 @@ impl WriteBuilder {
         fields: &[(Cow<'_, str>, FieldValue<'_>)],
         time: i64,
     ) -> bool {
-        let Some(entry) = self.series.get(series.0 as usize) else {
+        let Some((b, tags)) = self.remembered(series) else {
             return false;
         };
-        let Some(b) = self.builders.get_mut(entry.builder) else {
-            return false;
-        };
-        if b.rows() >= MAX_BATCH_ROWS || !b.fields_match(fields) {
+        if !b.fields_match(fields) {
             return false;
         }
-        b.append_tag_keys(&entry.tags);
+        b.append_tag_keys(tags);
         b.append_hinted_fields(fields, time);
         self.rows += 1;
         true
+    }
+
+    /// The builder of a remembered series and its tags' dictionary keys, if the builder has
+    /// room for another row.
+    fn remembered(
+        &mut self,
+        series: SeriesId,
+    ) -> Option<(&mut TableBatchBuilder, &[(usize, i32)])> {
+        let entry = self.series.get(series.0 as usize)?;
+        let b = self.builders.get_mut(entry.builder)?;
+        (b.rows() < MAX_BATCH_ROWS).then_some((b, &entry.tags))
     }
 
     /// The field layout the next row of a remembered series may be parsed against: that of
@@ -799,20 +815,17 @@ impl WriteBuilder {
         values: &[u64],
         time: i64,
     ) -> bool {
-        let Some(entry) = self.series.get(series.0 as usize) else {
-            return false;
-        };
-        let Some(b) = self.builders.get_mut(entry.builder) else {
+        let Some((b, tags)) = self.remembered(series) else {
             return false;
         };
         let fits = b
             .layout
             .as_ref()
             .is_some_and(|l| l.generation == generation && l.fields.len() == values.len());
-        if !fits || b.rows() >= MAX_BATCH_ROWS {
+        if !fits {
             return false;
         }
-        b.append_tag_keys(&entry.tags);
+        b.append_tag_keys(tags);
         b.append_layout_values(values, time);
         self.rows += 1;
         true
