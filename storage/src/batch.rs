@@ -127,6 +127,8 @@ struct TagColumn {
     /// One key per row; `NULL_KEY` for a row without this tag (most rows have every tag,
     /// so the validity bitmap is built once, at the end, and only if needed).
     keys: Vec<i32>,
+    /// Whether any key is `NULL_KEY`.
+    has_nulls: bool,
     values: StringBuilder,
     lookup: HashMap<Box<str>, i32, FixedState>,
 }
@@ -137,6 +139,7 @@ impl TagColumn {
     fn new(capacity: usize) -> Self {
         Self {
             keys: Vec::with_capacity(capacity),
+            has_nulls: false,
             values: StringBuilder::new(),
             lookup: HashMap::default(),
         }
@@ -165,11 +168,12 @@ impl TagColumn {
 
     fn append_nulls(&mut self, n: usize) {
         self.keys.resize(self.keys.len() + n, NULL_KEY);
+        self.has_nulls |= n > 0;
     }
 
     fn finish(&mut self) -> Result<ArrayRef> {
         let mut keys = std::mem::take(&mut self.keys);
-        let nulls = if keys.contains(&NULL_KEY) {
+        let nulls = if std::mem::take(&mut self.has_nulls) {
             let valid = NullBuffer::from_iter(keys.iter().map(|&k| k != NULL_KEY));
             for k in keys.iter_mut().filter(|k| **k == NULL_KEY) {
                 *k = 0;
@@ -517,7 +521,8 @@ impl FieldLayout {
 
 /// Encodes a field value of a [`FieldLayout`] as the 64 bits
 /// [`WriteBuilder::push_known_values`] takes: a float's bits, an integer's two's
-/// complement, an unsigned as is, a boolean as 0 or 1.
+/// complement, an unsigned as is, a boolean as 0 or 1. The one encoder of these values;
+/// `TableBatchBuilder::append_layout_values` is the one decoder.
 pub fn layout_bits(v: &FieldValue<'_>) -> Option<u64> {
     Some(match v {
         FieldValue::Float(x) => x.to_bits(),

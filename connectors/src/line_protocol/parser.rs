@@ -8,7 +8,7 @@
 
 use std::borrow::Cow;
 
-use tidemark_storage::batch::{FieldLayout, FieldValue};
+use tidemark_storage::batch::{FieldLayout, FieldValue, layout_bits};
 use tidemark_storage::catalog::FieldType;
 
 /// Timestamp precision of a write.
@@ -488,7 +488,7 @@ fn parse_layout_fields(
             )
         {
             *pos = start + n;
-            values.push(v.to_bits());
+            values.push(layout_bits(&FieldValue::Float(v))?);
             continue;
         }
         while *pos < b.len() && !matches!(b[*pos], b',' | b' ' | b'\n' | b'\r' | b'\t') {
@@ -525,19 +525,24 @@ fn same_bytes(a: &[u8], b: &[u8]) -> bool {
 /// A field value of the given kind, as [`field_value`] would read it, in [`layout_bits`]
 /// form; `None` if [`field_value`] would read another kind or refuse it.
 fn layout_value(text: &str, kind: FieldType) -> Option<u64> {
-    let digits = |suffix: char| text.strip_suffix(suffix);
-    match kind {
+    let value = match kind {
         // Only digits, signs, dots and exponents parse, so the text is neither a
         // boolean nor suffixed: `field_value` reads a float too.
-        FieldType::Float => parse_f64(text).map(f64::to_bits),
-        FieldType::Integer => parse_i64(digits('i')?).map(|v| v as u64),
-        FieldType::UInteger => parse_u64(digits('u')?),
-        FieldType::Boolean => match text {
-            "t" | "T" | "true" | "True" | "TRUE" => Some(1),
-            "f" | "F" | "false" | "False" | "FALSE" => Some(0),
-            _ => None,
-        },
-        FieldType::String => None,
+        FieldType::Float => FieldValue::Float(parse_f64(text)?),
+        FieldType::Integer => FieldValue::Integer(parse_i64(text.strip_suffix('i')?)?),
+        FieldType::UInteger => FieldValue::UInteger(parse_u64(text.strip_suffix('u')?)?),
+        FieldType::Boolean => FieldValue::Boolean(parse_bool(text)?),
+        FieldType::String => return None,
+    };
+    layout_bits(&value)
+}
+
+/// The boolean spellings line protocol accepts.
+fn parse_bool(text: &str) -> Option<bool> {
+    match text {
+        "t" | "T" | "true" | "True" | "TRUE" => Some(true),
+        "f" | "F" | "false" | "False" | "FALSE" => Some(false),
+        _ => None,
     }
 }
 
@@ -635,10 +640,8 @@ fn field_value<'a>(
     if text.is_empty() {
         return Err(format!("field {key:?} has an empty value"));
     }
-    match text {
-        "t" | "T" | "true" | "True" | "TRUE" => return Ok(FieldValue::Boolean(true)),
-        "f" | "F" | "false" | "False" | "FALSE" => return Ok(FieldValue::Boolean(false)),
-        _ => {}
+    if let Some(b) = parse_bool(text) {
+        return Ok(FieldValue::Boolean(b));
     }
     let last = text.as_bytes()[text.len() - 1];
     match last {
