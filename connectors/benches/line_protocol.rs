@@ -5,12 +5,18 @@
 //! - `tidemark/parse_into_columns`: parse + validate + partition + Arrow column builders.
 //! - `influxdb_line_protocol/parse`: that crate's `parse_lines` (it leaves numbers as
 //!   parsed values too), collecting nothing.
+//!
+//! Before the criterion groups, the binary prints the ratio of parse-into-columns to the
+//! crate measured in alternating rounds. Criterion runs one function after the other, so
+//! on a shared machine a burst of noise can land on one side only; alternating short
+//! runs makes the noise hit both alike.
 
 // Bench harness code: a failure here should stop the bench loudly.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::hint::black_box;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use tidemark_connectors::line_protocol::{LineLimits, LineParser, Precision, parse_into};
@@ -24,8 +30,78 @@ fn input() -> String {
     s
 }
 
+fn parse_into_columns(data: &str) -> usize {
+    let db = Arc::new(DatabaseSchema::new("bench", 4));
+    let mut builder = WriteBuilder::new(db, 1000);
+    let errors = parse_into(
+        black_box(data.as_bytes()),
+        Precision::Nanosecond,
+        0,
+        LineLimits::default(),
+        &mut builder,
+    );
+    assert!(errors.is_empty());
+    black_box(builder.finish().map(|w| w.rows).unwrap_or(0))
+}
+
+fn crate_parse(data: &str) -> usize {
+    let mut fields = 0usize;
+    for l in influxdb_line_protocol::parse_lines(black_box(data)).flatten() {
+        fields += l.field_set.len();
+    }
+    black_box(fields)
+}
+
+/// The time of one run of `f`.
+fn time_one(f: impl FnOnce() -> usize) -> Duration {
+    let start = Instant::now();
+    black_box(f());
+    start.elapsed()
+}
+
+/// The alternating-runs ratio described in the module header: one run of each side in
+/// turn, the order swapped every pair. Reported two ways that machine noise barely moves:
+/// the ratio of each side's fastest run (the least disturbed), and the median pair.
+fn interleaved_ratio(data: &str) {
+    const PAIRS: usize = 200;
+    let mib = data.len() as f64 / (1024.0 * 1024.0);
+    for _ in 0..3 {
+        black_box(parse_into_columns(data));
+        black_box(crate_parse(data));
+    }
+    let mut pairs: Vec<(Duration, Duration)> = (0..PAIRS)
+        .map(|r| {
+            if r % 2 == 0 {
+                let ours = time_one(|| parse_into_columns(data));
+                (ours, time_one(|| crate_parse(data)))
+            } else {
+                let theirs = time_one(|| crate_parse(data));
+                (time_one(|| parse_into_columns(data)), theirs)
+            }
+        })
+        .collect();
+    let rate = |d: Duration| mib / d.as_secs_f64();
+    let best_ours = pairs.iter().map(|p| p.0).min().unwrap_or_default();
+    let best_theirs = pairs.iter().map(|p| p.1).min().unwrap_or_default();
+    pairs.sort_by(|x, y| {
+        (x.1.as_secs_f64() / x.0.as_secs_f64()).total_cmp(&(y.1.as_secs_f64() / y.0.as_secs_f64()))
+    });
+    let ratio = |(o, t): (Duration, Duration)| t.as_secs_f64() / o.as_secs_f64();
+    eprintln!(
+        "parse_into_columns vs influxdb_line_protocol, {PAIRS} alternating runs each: \
+         fastest runs {:.0} vs {:.1} MiB/s = {:.1}x; per pair median {:.1}x (quartiles {:.1}x..{:.1}x)",
+        rate(best_ours),
+        rate(best_theirs),
+        best_theirs.as_secs_f64() / best_ours.as_secs_f64(),
+        ratio(pairs[PAIRS / 2]),
+        ratio(pairs[PAIRS / 4]),
+        ratio(pairs[3 * PAIRS / 4]),
+    );
+}
+
 fn bench(c: &mut Criterion) {
     let data = input();
+    interleaved_ratio(&data);
     let lines = data.lines().count() as u64;
     let mut g = c.benchmark_group("line_protocol_tsbs_cpu");
     g.throughput(Throughput::Bytes(data.len() as u64));
@@ -49,29 +125,11 @@ fn bench(c: &mut Criterion) {
     });
 
     g.bench_function("tidemark/parse_into_columns", |b| {
-        b.iter(|| {
-            let db = Arc::new(DatabaseSchema::new("bench", 4));
-            let mut builder = WriteBuilder::new(db, 1000);
-            let errors = parse_into(
-                black_box(data.as_bytes()),
-                Precision::Nanosecond,
-                0,
-                LineLimits::default(),
-                &mut builder,
-            );
-            assert!(errors.is_empty());
-            black_box(builder.finish().map(|w| w.rows).unwrap_or(0))
-        })
+        b.iter(|| parse_into_columns(&data))
     });
 
     g.bench_function("influxdb_line_protocol/parse", |b| {
-        b.iter(|| {
-            let mut fields = 0usize;
-            for l in influxdb_line_protocol::parse_lines(black_box(&data)).flatten() {
-                fields += l.field_set.len();
-            }
-            black_box(fields)
-        })
+        b.iter(|| crate_parse(&data))
     });
     g.finish();
 }
