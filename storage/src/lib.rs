@@ -1,6 +1,7 @@
 //! tidemark-storage: where acknowledged data lives.
 //!
-//! Data flows `batch` (validated Arrow columns of a write, split by partition) ->
+//! Data flows `line_protocol` (InfluxDB line protocol, parsed straight into `batch`'s
+//! builders) -> `batch` (validated Arrow columns of a write, split by partition) ->
 //! `payload` (encoded for the log) -> `log` (durable, group-committed partition logs) ->
 //! `buffer` (in-memory Arrow batches that queries read). `catalog` holds the schema every
 //! step validates against. On start, replaying the log rebuilds catalog and buffer.
@@ -12,6 +13,7 @@ pub mod catalog_store;
 pub mod error;
 pub mod failpoint;
 pub mod history;
+pub mod line_protocol;
 pub mod log;
 pub mod manifest;
 pub mod parquet_file;

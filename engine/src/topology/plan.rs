@@ -169,7 +169,7 @@ pub fn describe(n: &NodeSpec) -> String {
                 super::spec::StartFrom::Latest => "latest",
             }
         ),
-        Kind::FileSource { path, format } | Kind::FileSink { path, format } => {
+        Kind::FileSource { path, format, .. } | Kind::FileSink { path, format } => {
             format!("file {path} ({format:?})")
         }
         Kind::Sql { sql, .. } => format!(

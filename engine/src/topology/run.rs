@@ -136,13 +136,6 @@ pub fn check_runnable(v: &Validated, with_node: bool) -> Result<(), Vec<Problem>
                 "{} nodes run inside the server (POST the topology to /api/v3/topologies)",
                 n.kind.type_name()
             )),
-            Kind::FileSource {
-                format: FileFormat::LineProtocol,
-                ..
-            } => Some(
-                "a file source reads jsonl, csv or parquet (load line protocol into a table with `tidemark import` and stream the table)"
-                    .to_string(),
-            ),
             Kind::Generator { .. }
             | Kind::TableStream { .. }
             | Kind::TableSink { .. }

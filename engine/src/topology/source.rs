@@ -1,4 +1,5 @@
-//! Sources of a running topology: `generator`, `file` and `table_stream`.
+//! Sources of a running topology: `generator`, `file` (jsonl, csv, parquet, and line
+//! protocol through `lp_file`) and `table_stream`.
 //!
 //! Each source makes batches, follows them with a watermark (highest event time seen
 //! minus `max_out_of_orderness`) and, between batches, passes on the checkpoint barriers
@@ -22,8 +23,9 @@ use arrow::compute::cast;
 use arrow::datatypes::SchemaRef;
 
 use super::checkpoint::{StateReader, StateWriter};
+use super::lp_file::{self, LpFile};
 use super::run::{Ctl, Outputs};
-use super::spec::{FileFormat, GeneratorKind, Kind, NodeSpec, StartFrom};
+use super::spec::{FileFormat, GeneratorKind, Kind, NodeSpec, Precision, StartFrom};
 use super::validate::generator_schema;
 use super::window::event_times;
 
@@ -48,7 +50,15 @@ pub(crate) async fn run(
             rate,
             seed,
         } => generate(node, *generator, *rows, *rate, *seed, out, ctl).await,
-        Kind::FileSource { path, format } => read_file(node, path, *format, schema, out, ctl).await,
+        Kind::FileSource {
+            path,
+            format,
+            precision,
+            measurement,
+        } => {
+            let lp = (*precision, measurement.as_deref());
+            read_file(node, path, *format, lp, schema, out, ctl).await
+        }
         Kind::TableStream {
             database,
             table,
@@ -265,44 +275,53 @@ async fn read_file(
     node: &NodeSpec,
     path: &str,
     format: FileFormat,
+    (precision, measurement): (Precision, Option<&str>),
     schema: Option<SchemaRef>,
     out: &mut Outputs,
     ctl: &mut Ctl,
 ) -> Result<Vec<u8>, String> {
     let schema = schema.ok_or("the file's columns are unknown")?;
-    let file = std::io::BufReader::new(
-        std::fs::File::open(path).map_err(|e| format!("cannot read {path}: {e}"))?,
-    );
+    let open = || {
+        std::fs::File::open(path)
+            .map(std::io::BufReader::new)
+            .map_err(|e| format!("cannot read {path}: {e}"))
+    };
     let batch_rows = node.batch_rows.unwrap_or(SOURCE_BATCH_ROWS).max(1);
-    let reader: Box<dyn Iterator<Item = Result<RecordBatch, arrow::error::ArrowError>> + Send> =
-        match format {
-            FileFormat::Jsonl => Box::new(
-                arrow::json::ReaderBuilder::new(Arc::clone(&schema))
-                    .with_batch_size(batch_rows)
-                    .build(file)
-                    .map_err(|e| e.to_string())?,
-            ),
-            FileFormat::Csv => Box::new(
-                arrow::csv::ReaderBuilder::new(Arc::clone(&schema))
-                    .with_header(true)
-                    .with_batch_size(batch_rows)
-                    .build(file)
-                    .map_err(|e| e.to_string())?,
-            ),
-            FileFormat::Parquet => {
-                let file = file.into_inner();
-                Box::new(
-                    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-                        .map_err(|e| format!("cannot read {path} as Parquet: {e}"))?
-                        .with_batch_size(batch_rows)
-                        .build()
-                        .map_err(|e| format!("cannot read {path} as Parquet: {e}"))?,
-                )
-            }
-            FileFormat::LineProtocol => {
-                return Err("a file source reads jsonl, csv or parquet".into());
-            }
-        };
+    let arrow_error = |e: arrow::error::ArrowError| format!("reading {path}: {e}");
+    let reader: Box<dyn Iterator<Item = Result<RecordBatch, String>> + Send> = match format {
+        FileFormat::Jsonl => Box::new(
+            arrow::json::ReaderBuilder::new(Arc::clone(&schema))
+                .with_batch_size(batch_rows)
+                .build(open()?)
+                .map_err(|e| e.to_string())?
+                .map(move |b| b.map_err(arrow_error)),
+        ),
+        FileFormat::Csv => Box::new(
+            arrow::csv::ReaderBuilder::new(Arc::clone(&schema))
+                .with_header(true)
+                .with_batch_size(batch_rows)
+                .build(open()?)
+                .map_err(|e| e.to_string())?
+                .map(move |b| b.map_err(arrow_error)),
+        ),
+        FileFormat::Parquet => Box::new(
+            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+                open()?.into_inner(),
+            )
+            .map_err(|e| format!("cannot read {path} as Parquet: {e}"))?
+            .with_batch_size(batch_rows)
+            .build()
+            .map_err(|e| format!("cannot read {path} as Parquet: {e}"))?
+            .map(move |b| b.map_err(arrow_error)),
+        ),
+        FileFormat::LineProtocol => Box::new(lp_file::batches(
+            LpFile::open(path, precision)?,
+            measurement.map(str::to_string),
+            Arc::clone(&schema),
+            batch_rows,
+            conform,
+        )),
+    };
     let time_col = event_time_column(node, &schema)?;
     // Restored: skip the rows sent before the checkpoint.
     let (mut skip, mut max_time) = match &ctl.restore {
@@ -315,7 +334,7 @@ async fn read_file(
     let mut read = skip;
     let state = |read: u64, max_time: i64| StateWriter::default().u64(read).i64(max_time).finish();
     for batch in reader {
-        let mut batch = batch.map_err(|e| format!("reading {path}: {e}"))?;
+        let mut batch = batch?;
         if skip > 0 {
             let drop = (skip as usize).min(batch.num_rows());
             batch = batch.slice(drop, batch.num_rows() - drop);

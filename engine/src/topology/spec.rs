@@ -23,6 +23,7 @@ use std::fmt;
 
 use marked_yaml::types::{MarkedMappingNode, MarkedScalarNode};
 use marked_yaml::{LoaderOptions, Node};
+pub use tidemark_storage::line_protocol::Precision;
 
 /// A place in the YAML file (1-based).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, PartialOrd, Ord)]
@@ -228,6 +229,10 @@ pub enum Kind {
     FileSource {
         path: String,
         format: FileFormat,
+        /// Line protocol only: how to read timestamps, and the measurement whose rows the
+        /// source emits (optional when the file holds one).
+        precision: Precision,
+        measurement: Option<String>,
     },
     Sql {
         sql: String,
@@ -751,7 +756,12 @@ fn read_node(
                 r.check_keys(
                     body,
                     path,
-                    &[COMMON, &source_keys, &["path", "format", "batch_rows"]].concat(),
+                    &[
+                        COMMON,
+                        &source_keys,
+                        &["path", "format", "batch_rows", "precision", "measurement"],
+                    ]
+                    .concat(),
                 );
             } else {
                 r.check_keys(body, path, &[COMMON, &["path", "format"][..]].concat());
@@ -785,9 +795,33 @@ fn read_node(
                 }
             };
             if source {
+                let precision = r.string(body, "precision", path);
+                let measurement = r.string(body, "measurement", path);
+                if format != FileFormat::LineProtocol {
+                    for given in [&precision, &measurement].into_iter().flatten() {
+                        r.problem(
+                            given.loc,
+                            path,
+                            "\"precision\" and \"measurement\" apply to line protocol files",
+                        );
+                    }
+                }
+                let precision = match precision {
+                    None => Precision::Nanosecond,
+                    Some(p) => Precision::parse(&p.name).or_else(|| {
+                        r.problem(
+                            p.loc,
+                            path,
+                            format!("unknown precision {:?}; expected ns, us, ms or s", p.name),
+                        );
+                        None
+                    })?,
+                };
                 Kind::FileSource {
                     path: file.name,
                     format,
+                    precision,
+                    measurement: measurement.map(|m| m.name),
                 }
             } else {
                 Kind::FileSink {

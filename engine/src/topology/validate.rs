@@ -16,7 +16,9 @@ use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
-use super::spec::{AggFunc, FileFormat, GeneratorKind, Kind, Loc, NodeSpec, Problem, Role, Spec};
+use super::spec::{
+    AggFunc, FileFormat, GeneratorKind, Kind, Loc, NodeSpec, Precision, Problem, Role, Spec,
+};
 
 /// Where table schemas come from: the node's catalog when a topology is deployed, nothing
 /// when a file is validated on its own (checks that need a table's schema are skipped).
@@ -370,9 +372,15 @@ async fn derive(
         Kind::TableStream {
             database, table, ..
         } => source_info(c, n, tables.table_schema(database, table)),
-        Kind::FileSource { path, format } => match file_schema(
+        Kind::FileSource {
+            path,
+            format,
+            precision,
+            measurement,
+        } => match file_schema(
             path,
             *format,
+            (*precision, measurement.as_deref()),
             n.event_time.as_ref().map(|t| t.name.as_str()),
         ) {
             Ok(schema) => source_info(c, n, schema),
@@ -642,11 +650,12 @@ fn source_info(c: &mut Checker, n: &NodeSpec, schema: Option<SchemaRef>) -> Node
 }
 
 /// The columns of a file source, read from the file (jsonl and csv: the first 1,000
-/// rows); `None` for formats read only when running. A text event-time column is read as
-/// RFC 3339 timestamps.
+/// rows; line protocol: all of it, for the measurement). A text event-time column is read
+/// as RFC 3339 timestamps.
 fn file_schema(
     path: &str,
     format: FileFormat,
+    (precision, measurement): (Precision, Option<&str>),
     event_time: Option<&str>,
 ) -> Result<Option<SchemaRef>, String> {
     let open = || {
@@ -674,7 +683,11 @@ fn file_schema(
                 .clone()
                 .with_metadata(Default::default())
         }
-        FileFormat::LineProtocol => return Ok(None),
+        FileFormat::LineProtocol => {
+            return super::lp_file::LpFile::open(path, precision)?
+                .schema(measurement)
+                .map(Some);
+        }
     };
     let fields: Vec<Field> = schema
         .fields()

@@ -1,9 +1,9 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
+use crate::batch::{FieldValue, WriteBuilder};
+use crate::catalog::DatabaseSchema;
 use proptest::prelude::*;
-use tidemark_storage::batch::{FieldValue, WriteBuilder};
-use tidemark_storage::catalog::DatabaseSchema;
 
 use super::*;
 

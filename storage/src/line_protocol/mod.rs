@@ -1,5 +1,5 @@
 //! InfluxDB line protocol: the parser, the encoder, and the glue that turns a request body
-//! into a validated, partitioned [`WriteBatch`](tidemark_storage::batch::WriteBatch).
+//! into a validated, partitioned [`WriteBatch`](crate::batch::WriteBatch).
 //!
 //! Flow: body bytes -> UTF-8 check (whole body at once; per line only if it fails) ->
 //! [`LineParser`] -> timestamp scaled by the precision (or the server's time) ->
@@ -21,8 +21,8 @@ pub use parser::{Line, LineParser, ParsedLine, Precision};
 use serde::Serialize;
 use std::collections::HashMap;
 
+use crate::batch::{FieldLayout, SeriesId, WriteBuilder};
 use foldhash::fast::FixedState;
-use tidemark_storage::batch::{FieldLayout, SeriesId, WriteBuilder};
 
 /// Longest `original_line` echoed back in an error, so that a bad multi-megabyte line does
 /// not make a multi-megabyte error.

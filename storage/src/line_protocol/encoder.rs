@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use tidemark_storage::batch::FieldValue;
+use crate::batch::FieldValue;
 
 fn escape_into(out: &mut String, s: &str, special: &[char]) {
     for c in s.chars() {

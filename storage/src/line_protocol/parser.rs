@@ -8,8 +8,8 @@
 
 use std::borrow::Cow;
 
-use tidemark_storage::batch::{FieldLayout, FieldValue, layout_bits};
-use tidemark_storage::catalog::FieldType;
+use crate::batch::{FieldLayout, FieldValue, layout_bits};
+use crate::catalog::FieldType;
 
 /// Timestamp precision of a write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
