@@ -26,6 +26,9 @@ const MAX_REGION_BYTES: usize = 8 * REGION_BYTES;
 /// Most columns a measurement of a file may have (as a server's default).
 const MAX_COLUMNS: usize = 1000;
 
+/// One region's rows, by measurement.
+type Tables = Vec<(Arc<str>, RecordBatch)>;
+
 /// A line protocol file read region by region.
 pub(crate) struct LpFile {
     path: String,
@@ -70,7 +73,7 @@ impl LpFile {
     }
 
     /// The rows of the next region, by measurement, in file order; `None` at the end.
-    pub(crate) fn next_region(&mut self) -> Result<Option<Vec<(Arc<str>, RecordBatch)>>, String> {
+    pub(crate) fn next_region(&mut self) -> Result<Option<Tables>, String> {
         let mut want = REGION_BYTES;
         loop {
             self.fill(want)?;
