@@ -189,7 +189,8 @@ pub fn describe(n: &NodeSpec) -> String {
                 .iter()
                 .map(|a| {
                     let p = match a.func {
-                        super::spec::AggFunc::Percentile(p) => format!(", {p}"),
+                        super::spec::AggFunc::Percentile(p)
+                        | super::spec::AggFunc::ApproxPercentile(p) => format!(", {p}"),
                         _ => String::new(),
                     };
                     format!(

@@ -174,6 +174,9 @@ pub enum AggFunc {
     Last,
     /// Percentile by nearest rank over the window's values (exact), `p` in 0..=1.
     Percentile(f64),
+    /// Percentile estimated by a t-digest of at most 100 centroids: memory per window is
+    /// bounded whatever its row count. `p` in 0..=1.
+    ApproxPercentile(f64),
 }
 
 impl AggFunc {
@@ -187,6 +190,7 @@ impl AggFunc {
             AggFunc::First => "first",
             AggFunc::Last => "last",
             AggFunc::Percentile(_) => "percentile",
+            AggFunc::ApproxPercentile(_) => "approx_percentile",
         }
     }
 }
@@ -1177,13 +1181,18 @@ fn parse_aggregate(text: &str) -> Result<(AggFunc, Option<String>), String> {
         "max" => AggFunc::Max,
         "first" => AggFunc::First,
         "last" => AggFunc::Last,
-        "percentile" | "approx_percentile" => {
+        name @ ("percentile" | "approx_percentile" | "approx_percentile_cont") => {
             let p: f64 = args
                 .get(1)
                 .and_then(|p| p.parse().ok())
                 .filter(|p| (0.0..=1.0).contains(p))
                 .ok_or_else(|| format!("{text:?}: percentile needs a fraction between 0 and 1, like percentile(latency, 0.99)"))?;
-            return Ok((AggFunc::Percentile(p), column(args[0])?));
+            let func = if name == "percentile" {
+                AggFunc::Percentile(p)
+            } else {
+                AggFunc::ApproxPercentile(p)
+            };
+            return Ok((func, column(args[0])?));
         }
         other => return Err(format!("unknown aggregate {other:?}; {usage}")),
     };

@@ -566,11 +566,13 @@ async fn derive(
                     (AggFunc::Count, _) => Some(DataType::Int64),
                     (AggFunc::Sum, Some(t)) if t.is_signed_integer() => Some(DataType::Int64),
                     (AggFunc::Sum, Some(t)) if t.is_unsigned_integer() => Some(DataType::UInt64),
-                    (AggFunc::Sum | AggFunc::Avg | AggFunc::Percentile(_), Some(t))
-                        if is_numeric(t) =>
-                    {
-                        Some(DataType::Float64)
-                    }
+                    (
+                        AggFunc::Sum
+                        | AggFunc::Avg
+                        | AggFunc::Percentile(_)
+                        | AggFunc::ApproxPercentile(_),
+                        Some(t),
+                    ) if is_numeric(t) => Some(DataType::Float64),
                     (AggFunc::Min | AggFunc::Max | AggFunc::First | AggFunc::Last, Some(t)) => {
                         Some(t.clone())
                     }

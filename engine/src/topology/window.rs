@@ -19,6 +19,7 @@ use arrow::array::{
 use arrow::compute::{cast, take_record_batch};
 use arrow::datatypes::{DataType, Field, SchemaRef, TimeUnit};
 use datafusion::scalar::ScalarValue;
+use datafusion_functions_aggregate_common::tdigest::{Centroid, DEFAULT_MAX_SIZE, TDigest};
 
 use super::spec::{AggFunc, WindowKind, WindowSpec};
 use super::state::{KeyedState, encode_keyed};
@@ -38,6 +39,85 @@ enum Acc {
     Last(Option<(i64, ScalarValue)>),
     /// Every value (exact; bounded by the window's rows).
     Percentile(f64, Vec<f64>),
+    ApproxPercentile(f64, Box<Digest>),
+}
+
+/// A t-digest and the values not yet folded into it (folding sorts them, so it is done
+/// [`DIGEST_BUFFER`] values at a time).
+#[derive(Debug, Clone)]
+struct Digest {
+    digest: TDigest,
+    buffer: Vec<f64>,
+}
+
+const DIGEST_BUFFER: usize = 1024;
+
+impl Digest {
+    fn new() -> Self {
+        Self {
+            digest: TDigest::new(DEFAULT_MAX_SIZE),
+            buffer: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, v: f64) {
+        if v.is_nan() {
+            return;
+        }
+        self.buffer.push(v);
+        if self.buffer.len() >= DIGEST_BUFFER {
+            self.digest = self.folded();
+            self.buffer.clear();
+        }
+    }
+
+    /// The digest with the buffered values folded in.
+    fn folded(&self) -> TDigest {
+        if self.buffer.is_empty() {
+            self.digest.clone()
+        } else {
+            self.digest.merge_unsorted_f64(self.buffer.clone())
+        }
+    }
+
+    fn merge(&mut self, other: &Digest) {
+        self.digest = TDigest::merge_digests([&self.folded(), &other.folded()]);
+        self.buffer.clear();
+    }
+
+    fn quantile(&self, p: f64) -> Option<f64> {
+        let d = self.folded();
+        (d.count() > 0.0).then(|| d.estimate_quantile(p))
+    }
+
+    /// Checkpoint form: sum, count, max, min, then each centroid's mean and weight.
+    fn encode(&self) -> Vec<f64> {
+        let d = self.folded();
+        let mut out = vec![d.sum(), d.count(), d.max(), d.min()];
+        for c in d.centroids() {
+            out.extend([c.mean(), c.weight()]);
+        }
+        out
+    }
+
+    fn decode(v: &[f64]) -> Result<Self, String> {
+        let [sum, count, max, min, centroids @ ..] = v else {
+            return Err("a digest needs sum, count, max and min".into());
+        };
+        if centroids.len() % 2 != 0 {
+            return Err("a digest's centroids come in pairs".into());
+        }
+        let centroids = centroids
+            .chunks_exact(2)
+            .map(|c| Centroid::new(c[0], c[1]))
+            .collect();
+        let digest = TDigest::try_from_parts(DEFAULT_MAX_SIZE, *sum, *count, *max, *min, centroids)
+            .map_err(|e| e.to_string())?;
+        Ok(Self {
+            digest,
+            buffer: Vec::new(),
+        })
+    }
 }
 
 impl Acc {
@@ -59,6 +139,7 @@ impl Acc {
             AggFunc::First => Acc::First(None),
             AggFunc::Last => Acc::Last(None),
             AggFunc::Percentile(p) => Acc::Percentile(p, Vec::new()),
+            AggFunc::ApproxPercentile(p) => Acc::ApproxPercentile(p, Box::new(Digest::new())),
         }
     }
 
@@ -104,6 +185,7 @@ impl Acc {
                 }
             }
             (Acc::Percentile(_, values), Some(v)) => values.push(as_f64(v)),
+            (Acc::ApproxPercentile(_, d), Some(v)) => d.push(as_f64(v)),
         }
     }
 
@@ -128,6 +210,7 @@ impl Acc {
                 me.update(Some(&v), t);
             }
             (Acc::Percentile(_, a), Acc::Percentile(_, b)) => a.extend(b),
+            (Acc::ApproxPercentile(_, a), Acc::ApproxPercentile(_, b)) => a.merge(&b),
             _ => {}
         }
     }
@@ -145,6 +228,7 @@ impl Acc {
                 f.as_ref().map_or(ScalarValue::Null, |(_, v)| v.clone())
             }
             Acc::Percentile(p, values) => ScalarValue::Float64(percentile(values, *p)),
+            Acc::ApproxPercentile(p, d) => ScalarValue::Float64(d.quantile(*p)),
         };
         if v.is_null() {
             ScalarValue::try_from(out).unwrap_or(ScalarValue::Null)
@@ -542,7 +626,7 @@ impl Window {
                         columns.push(Arc::new(Int64Array::from(times)));
                     }
                 }
-                Acc::Percentile(..) => {
+                Acc::Percentile(..) | Acc::ApproxPercentile(..) => {
                     fields.push(Field::new(
                         &name,
                         DataType::List(Arc::new(Field::new_list_field(DataType::Float64, false))),
@@ -551,8 +635,10 @@ impl Window {
                     let mut b = ListBuilder::new(Float64Builder::new())
                         .with_field(Arc::new(Field::new_list_field(DataType::Float64, false)));
                     for a in accs() {
-                        if let Acc::Percentile(_, values) = a {
-                            b.values().append_slice(values);
+                        match a {
+                            Acc::Percentile(_, values) => b.values().append_slice(values),
+                            Acc::ApproxPercentile(_, d) => b.values().append_slice(&d.encode()),
+                            _ => {}
                         }
                         b.append(true);
                     }
@@ -599,6 +685,14 @@ impl Window {
                     let t = int(&format!("{name}_t"))?;
                     Ok((!t.is_null(row)).then(|| t.value(row)))
                 };
+                let floats = || -> Result<Vec<f64>, String> {
+                    let values = st.typed::<arrow::array::ListArray>(&name)?.value(row);
+                    let values = values
+                        .as_any()
+                        .downcast_ref::<Float64Array>()
+                        .ok_or_else(|| st.bad(&format!("{name} holds no Float64")))?;
+                    Ok(values.values().to_vec())
+                };
                 accs.push(match template {
                     Acc::Count(_) => Acc::Count(int(&name)?.value(row)),
                     Acc::SumInt(_) => Acc::SumInt(int(&name)?.value(row)),
@@ -612,14 +706,14 @@ impl Window {
                     Acc::Max(_) => Acc::Max(value()?),
                     Acc::First(_) => Acc::First(time()?.zip(value()?)),
                     Acc::Last(_) => Acc::Last(time()?.zip(value()?)),
-                    Acc::Percentile(p, _) => {
-                        let values = st.typed::<arrow::array::ListArray>(&name)?.value(row);
-                        let values = values
-                            .as_any()
-                            .downcast_ref::<Float64Array>()
-                            .ok_or_else(|| st.bad(&format!("{name} holds no Float64")))?;
-                        Acc::Percentile(*p, values.values().to_vec())
-                    }
+                    Acc::Percentile(p, _) => Acc::Percentile(*p, floats()?),
+                    Acc::ApproxPercentile(p, _) => Acc::ApproxPercentile(
+                        *p,
+                        Box::new(
+                            Digest::decode(&floats()?)
+                                .map_err(|e| st.bad(&format!("{name}: {e}")))?,
+                        ),
+                    ),
                 });
             }
             let pane = Pane {
@@ -807,6 +901,7 @@ mod tests {
             ("f", AggFunc::First, Some("v")),
             ("l", AggFunc::Last, Some("host")),
             ("p", AggFunc::Percentile(0.9), Some("v")),
+            ("ap", AggFunc::ApproxPercentile(0.9), Some("v")),
         ];
         let mut fields = vec![
             Field::new("host", DataType::Utf8, true),
@@ -893,5 +988,34 @@ mod tests {
             restored.on_watermark(i64::MAX).expect("fire")
         );
         assert!(restored.restore(b"not a snapshot").is_err());
+    }
+
+    #[test]
+    fn approximate_percentiles_stay_close_in_bounded_memory_and_survive_checkpoints() {
+        // 200,000 values in a scrambled order: 0.0 .. 199.999.
+        let n = 200_000u64;
+        let value = |i: u64| ((i * 7919) % n) as f64 / 1000.0;
+        let (mut whole, mut left, mut right) = (Digest::new(), Digest::new(), Digest::new());
+        for i in 0..n {
+            whole.push(value(i));
+            if i % 3 == 0 { &mut left } else { &mut right }.push(value(i));
+        }
+        whole.push(f64::NAN);
+        left.merge(&right);
+        for p in [0.01, 0.5, 0.9, 0.99] {
+            let exact = percentile(&(0..n).map(value).collect::<Vec<_>>(), p).unwrap();
+            for d in [&whole, &left] {
+                let got = d.quantile(p).unwrap();
+                // Within 0.5% of the range.
+                assert!((got - exact).abs() < 1.0, "p{p}: {got} vs {exact}");
+            }
+        }
+        // At most 100 centroids, whatever the row count.
+        assert!(whole.encode().len() <= 4 + 2 * DEFAULT_MAX_SIZE);
+        let restored = Digest::decode(&whole.encode()).unwrap();
+        assert_eq!(restored.quantile(0.9), whole.quantile(0.9));
+        assert_eq!(Digest::new().quantile(0.5), None);
+        assert!(Digest::decode(&[1.0, 2.0]).is_err());
+        assert!(Digest::decode(&[1.0, 2.0, 3.0, 1.0, 5.0]).is_err());
     }
 }
