@@ -8,9 +8,11 @@
 //! again before its first bad line is reported, with the file's line number.
 //!
 //! Validation reads the whole file once to learn the measurement's columns (a column
-//! first seen near the end is not lost); a run reads it again, region by region.
+//! first seen near the end is not lost); a run reads it again, region by region. A
+//! followed file's regions come as they are appended (see `lines`); a column that first
+//! appears in them is not one of the source's columns and is left out.
 
-use std::io::Read;
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
@@ -19,10 +21,8 @@ use tidemark_storage::batch::WriteBuilder;
 use tidemark_storage::catalog::DatabaseSchema;
 use tidemark_storage::line_protocol::{LineLimits, Precision, parse_into};
 
-/// Bytes read at a time: a region is at least this long, unless the file ends.
-const REGION_BYTES: usize = 1024 * 1024;
-/// Longest region grown to find the end of a line that fails.
-const MAX_REGION_BYTES: usize = 8 * REGION_BYTES;
+use super::lines::{Lines, MAX_REGION_BYTES, Next, REGION_BYTES, Region};
+
 /// Most columns a measurement of a file may have (as a server's default).
 const MAX_COLUMNS: usize = 1000;
 
@@ -31,71 +31,33 @@ type Tables = Vec<(Arc<str>, RecordBatch)>;
 
 /// A line protocol file read region by region.
 pub(crate) struct LpFile {
-    path: String,
-    input: Box<dyn Read + Send>,
+    lines: Lines,
     precision: Precision,
     db: Arc<DatabaseSchema>,
-    /// Read but not yet parsed; starts at the beginning of a line.
-    buf: Vec<u8>,
-    /// File line number of `buf[0]`.
-    line_base: usize,
-    eof: bool,
 }
 
 impl LpFile {
-    pub(crate) fn open(path: &str, precision: Precision) -> Result<Self, String> {
-        let file = std::fs::File::open(path).map_err(|e| format!("cannot read {path}: {e}"))?;
-        Ok(Self::new(path, Box::new(file), precision))
+    pub(crate) fn open(path: &str, precision: Precision, follow: bool) -> Result<Self, String> {
+        Ok(Self::new(Lines::open(path, follow)?, precision))
     }
 
-    fn new(path: &str, input: Box<dyn Read + Send>, precision: Precision) -> Self {
+    fn new(lines: Lines, precision: Precision) -> Self {
         Self {
-            path: path.to_string(),
-            input,
+            lines,
             precision,
             db: Arc::new(DatabaseSchema::new("file", 1)),
-            buf: Vec::new(),
-            line_base: 1,
-            eof: false,
         }
     }
 
-    /// Reads until `buf` holds at least `want` bytes or the file ends.
-    fn fill(&mut self, want: usize) -> Result<(), String> {
-        while !self.eof && self.buf.len() < want {
-            let n = (&mut self.input)
-                .take((want - self.buf.len()) as u64)
-                .read_to_end(&mut self.buf)
-                .map_err(|e| format!("reading {}: {e}", self.path))?;
-            self.eof = n == 0;
-        }
-        Ok(())
-    }
-
-    /// The rows of the next region, by measurement, in file order; `None` at the end.
-    pub(crate) fn next_region(&mut self) -> Result<Option<Tables>, String> {
+    /// The rows of the next region, by measurement, in file order.
+    fn next_region(&mut self) -> Result<Result<Tables, Region>, String> {
         let mut want = REGION_BYTES;
         loop {
-            self.fill(want)?;
-            if self.buf.is_empty() {
-                return Ok(None);
-            }
-            let whole_lines = self.buf.iter().rposition(|&b| b == b'\n').map(|i| i + 1);
-            let end = match whole_lines {
-                _ if self.eof => self.buf.len(),
-                Some(end) => end,
-                None if want < MAX_REGION_BYTES => {
-                    want += REGION_BYTES;
-                    continue;
-                }
-                None => {
-                    return Err(format!(
-                        "{} line {}: a line longer than {MAX_REGION_BYTES} bytes",
-                        self.path, self.line_base
-                    ));
-                }
+            let end = match self.lines.region(want)? {
+                Region::Lines(end) => end,
+                other => return Ok(Err(other)),
             };
-            let region = &self.buf[..end];
+            let region = &self.lines.bytes()[..end];
             let mut builder = WriteBuilder::new(Arc::clone(&self.db), MAX_COLUMNS);
             // Lines without a timestamp take the time they are read, as a server's would.
             let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX);
@@ -107,17 +69,13 @@ impl LpFile {
                 &mut builder,
             );
             if let Some(first) = errors.first() {
-                if !self.eof && want < MAX_REGION_BYTES {
+                if !self.lines.at_end() && want < MAX_REGION_BYTES {
                     want = end + REGION_BYTES;
                     continue;
                 }
-                return Err(format!(
-                    "{} line {}: {} (line: {:?})",
-                    self.path,
-                    self.line_base + first.line_number - 1,
-                    first.error_message,
-                    first.original_line
-                ));
+                return Err(self
+                    .lines
+                    .line_error(first.line_number - 1, &first.error_message));
             }
             let batch = builder.finish().map_err(|e| e.to_string())?;
             for (table, columns) in &batch.new_columns {
@@ -125,21 +83,20 @@ impl LpFile {
                     .merge_columns(table, columns)
                     .map_err(|e| e.to_string())?;
             }
-            self.line_base += region.iter().filter(|&&b| b == b'\n').count();
-            self.buf.drain(..end);
+            self.lines.consume(end);
             let tables = batch
                 .partitions
                 .into_iter()
                 .flat_map(|p| p.tables)
                 .collect();
-            return Ok(Some(tables));
+            return Ok(Ok(tables));
         }
     }
 
     /// Reads the rest of the file; the columns of `measurement` (or of the file's one
     /// measurement when `None`).
     pub(crate) fn schema(mut self, measurement: Option<&str>) -> Result<SchemaRef, String> {
-        while self.next_region()?.is_some() {}
+        while self.next_region()?.is_ok() {}
         let tables = self.db.tables();
         let names = || {
             tables
@@ -152,17 +109,17 @@ impl LpFile {
             Some(m) => tables.iter().find(|t| t.name() == m).ok_or_else(|| {
                 format!(
                     "{} has no rows of measurement {m:?} (it holds: {})",
-                    self.path,
+                    self.lines.path,
                     names()
                 )
             })?,
             None => match tables.as_slice() {
                 [one] => one,
-                [] => return Err(format!("{} holds no rows", self.path)),
+                [] => return Err(format!("{} holds no rows", self.lines.path)),
                 _ => {
                     return Err(format!(
                         "{} holds several measurements ({}): name one with \"measurement\"",
-                        self.path,
+                        self.lines.path,
                         names()
                     ));
                 }
@@ -174,42 +131,58 @@ impl LpFile {
 
 /// The rows of one measurement of a line protocol file, in batches of at most
 /// `batch_rows`, with the columns of `schema` (a column a region lacks is null).
-pub(crate) fn batches(
-    mut file: LpFile,
+pub(crate) struct LpBatches {
+    file: LpFile,
+    /// Without a name, validation found one measurement in the file.
     measurement: Option<String>,
     schema: SchemaRef,
     batch_rows: usize,
     conform: fn(&RecordBatch, &SchemaRef) -> Result<RecordBatch, String>,
-) -> impl Iterator<Item = Result<RecordBatch, String>> + Send {
-    let mut pending: std::collections::VecDeque<RecordBatch> = Default::default();
-    std::iter::from_fn(move || {
+    ready: VecDeque<RecordBatch>,
+}
+
+impl LpBatches {
+    pub(crate) fn new(
+        file: LpFile,
+        measurement: Option<String>,
+        schema: SchemaRef,
+        batch_rows: usize,
+        conform: fn(&RecordBatch, &SchemaRef) -> Result<RecordBatch, String>,
+    ) -> Self {
+        Self {
+            file,
+            measurement,
+            schema,
+            batch_rows: batch_rows.max(1),
+            conform,
+            ready: VecDeque::new(),
+        }
+    }
+
+    pub(crate) fn next(&mut self) -> Result<Next, String> {
         loop {
-            if let Some(b) = pending.pop_front() {
-                return Some(Ok(b));
+            if let Some(b) = self.ready.pop_front() {
+                return Ok(Next::Batch(b));
             }
-            let tables = match file.next_region() {
-                Ok(Some(tables)) => tables,
-                Ok(None) => return None,
-                Err(e) => return Some(Err(e)),
+            let tables = match self.file.next_region()? {
+                Ok(tables) => tables,
+                Err(Region::Pending) => return Ok(Next::Pending),
+                Err(_) => return Ok(Next::End),
             };
             for (table, batch) in tables {
-                // Without a name, validation found one measurement in the file.
-                if measurement.as_deref().is_some_and(|m| m != &*table) {
+                if self.measurement.as_deref().is_some_and(|m| m != &*table) {
                     continue;
                 }
-                let batch = match conform(&batch, &schema) {
-                    Ok(b) => b,
-                    Err(e) => return Some(Err(e)),
-                };
+                let batch = (self.conform)(&batch, &self.schema)?;
                 let mut at = 0;
                 while at < batch.num_rows() {
-                    let n = batch_rows.min(batch.num_rows() - at);
-                    pending.push_back(batch.slice(at, n));
+                    let n = self.batch_rows.min(batch.num_rows() - at);
+                    self.ready.push_back(batch.slice(at, n));
                     at += n;
                 }
             }
         }
-    })
+    }
 }
 
 #[cfg(test)]
@@ -217,11 +190,8 @@ mod tests {
     use super::*;
 
     fn file(text: &str) -> LpFile {
-        LpFile::new(
-            "t.lp",
-            Box::new(std::io::Cursor::new(text.as_bytes().to_vec())),
-            Precision::Second,
-        )
+        let input = Box::new(std::io::Cursor::new(text.as_bytes().to_vec()));
+        LpFile::new(Lines::new("t.lp", input, false), Precision::Second)
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! graph and follows schemas and event time through it, and `plan` turns a valid
 //! topology into its physical plan (chains, shuffles, parallelism) and explains it.
 //! `run` executes a topology in this process (one task per node, bounded channels,
-//! watermarks, checkpoints), with `source` (and `lp_file` for line protocol) and `sink` at the ends, `sql` compiling
+//! watermarks, checkpoints), with `source` (and `lines` and `lp_file` for text files) and
+//! `sink` at the ends, `sql` compiling
 //! statements into per-batch expressions, `window` holding event-time window state and
 //! `checkpoint` its file; `manager` keeps the topologies deployed on a server. What can
 //! run today is listed in `run`.
@@ -12,6 +13,7 @@
 pub mod checkpoint;
 pub mod dedup;
 pub mod join;
+mod lines;
 mod lp_file;
 pub mod manager;
 pub mod plan;

@@ -169,6 +169,12 @@ pub fn describe(n: &NodeSpec) -> String {
                 super::spec::StartFrom::Latest => "latest",
             }
         ),
+        Kind::FileSource {
+            path,
+            format,
+            follow: true,
+            ..
+        } => format!("file {path} ({format:?}, followed)"),
         Kind::FileSource { path, format, .. } | Kind::FileSink { path, format } => {
             format!("file {path} ({format:?})")
         }

@@ -1,6 +1,11 @@
 //! Sources of a running topology: `generator`, `file` (jsonl, csv, parquet, and line
 //! protocol through `lp_file`) and `table_stream`.
 //!
+//! A followed file (jsonl or line protocol, `follow: true`) is read to its end and then
+//! checked for appended lines every [`FOLLOW_POLL`]; like a caught-up table stream it
+//! goes idle after its `idle_timeout` without rows (see [`Quiet`]) and never ends by
+//! itself.
+//!
 //! Each source makes batches, follows them with a watermark (highest event time seen
 //! minus `max_out_of_orderness`) and, between batches, passes on the checkpoint barriers
 //! the coordinator asked for with its position: the next row (generator), rows read and
@@ -23,7 +28,8 @@ use arrow::compute::cast;
 use arrow::datatypes::SchemaRef;
 
 use super::checkpoint::{StateReader, StateWriter};
-use super::lp_file::{self, LpFile};
+use super::lines::{JsonlFile, Lines, Next};
+use super::lp_file::{LpBatches, LpFile};
 use super::run::{Ctl, Outputs};
 use super::spec::{FileFormat, GeneratorKind, Kind, NodeSpec, Precision, StartFrom};
 use super::validate::generator_schema;
@@ -55,9 +61,10 @@ pub(crate) async fn run(
             format,
             precision,
             measurement,
+            follow,
         } => {
             let lp = (*precision, measurement.as_deref());
-            read_file(node, path, *format, lp, schema, out, ctl).await
+            read_file(node, path, *format, lp, *follow, schema, out, ctl).await
         }
         Kind::TableStream {
             database,
@@ -271,11 +278,37 @@ async fn generate(
     Ok(state(next))
 }
 
+/// How often a followed file is checked for appended lines.
+const FOLLOW_POLL: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// A file source's reader.
+enum FileReader {
+    /// CSV and Parquet, through Arrow's readers.
+    Arrow(Box<dyn Iterator<Item = Result<RecordBatch, String>> + Send>),
+    Jsonl(JsonlFile),
+    Lp(LpBatches),
+}
+
+impl FileReader {
+    fn next(&mut self) -> Result<Next, String> {
+        match self {
+            FileReader::Arrow(batches) => match batches.next() {
+                Some(b) => b.map(Next::Batch),
+                None => Ok(Next::End),
+            },
+            FileReader::Jsonl(f) => f.next(),
+            FileReader::Lp(f) => f.next(),
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn read_file(
     node: &NodeSpec,
     path: &str,
     format: FileFormat,
     (precision, measurement): (Precision, Option<&str>),
+    follow: bool,
     schema: Option<SchemaRef>,
     out: &mut Outputs,
     ctl: &mut Ctl,
@@ -287,24 +320,23 @@ async fn read_file(
             .map_err(|e| format!("cannot read {path}: {e}"))
     };
     let batch_rows = node.batch_rows.unwrap_or(SOURCE_BATCH_ROWS).max(1);
-    let arrow_error = |e: arrow::error::ArrowError| format!("reading {path}: {e}");
-    let reader: Box<dyn Iterator<Item = Result<RecordBatch, String>> + Send> = match format {
-        FileFormat::Jsonl => Box::new(
-            arrow::json::ReaderBuilder::new(Arc::clone(&schema))
-                .with_batch_size(batch_rows)
-                .build(open()?)
-                .map_err(|e| e.to_string())?
-                .map(move |b| b.map_err(arrow_error)),
-        ),
-        FileFormat::Csv => Box::new(
+    let shown = path.to_string();
+    let arrow_error = move |e: arrow::error::ArrowError| format!("reading {shown}: {e}");
+    let mut reader = match format {
+        FileFormat::Jsonl => FileReader::Jsonl(JsonlFile::new(
+            Lines::open(path, follow)?,
+            Arc::clone(&schema),
+            batch_rows,
+        )?),
+        FileFormat::Csv => FileReader::Arrow(Box::new(
             arrow::csv::ReaderBuilder::new(Arc::clone(&schema))
                 .with_header(true)
                 .with_batch_size(batch_rows)
                 .build(open()?)
                 .map_err(|e| e.to_string())?
-                .map(move |b| b.map_err(arrow_error)),
-        ),
-        FileFormat::Parquet => Box::new(
+                .map(move |b| b.map_err(&arrow_error)),
+        )),
+        FileFormat::Parquet => FileReader::Arrow(Box::new(
             parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
                 open()?.into_inner(),
             )
@@ -312,10 +344,10 @@ async fn read_file(
             .with_batch_size(batch_rows)
             .build()
             .map_err(|e| format!("cannot read {path} as Parquet: {e}"))?
-            .map(move |b| b.map_err(arrow_error)),
-        ),
-        FileFormat::LineProtocol => Box::new(lp_file::batches(
-            LpFile::open(path, precision)?,
+            .map(move |b| b.map_err(&arrow_error)),
+        )),
+        FileFormat::LineProtocol => FileReader::Lp(LpBatches::new(
+            LpFile::open(path, precision, follow)?,
             measurement.map(str::to_string),
             Arc::clone(&schema),
             batch_rows,
@@ -333,8 +365,26 @@ async fn read_file(
     };
     let mut read = skip;
     let state = |read: u64, max_time: i64| StateWriter::default().u64(read).i64(max_time).finish();
-    for batch in reader {
-        let mut batch = batch?;
+    let mut quiet = Quiet::new(node);
+    loop {
+        let mut batch = match reader.next()? {
+            Next::Batch(b) => b,
+            Next::End => break,
+            Next::Pending => {
+                // Followed and caught up: checkpoints and a stop still go through.
+                if ctl.source_barriers(out, || state(read, max_time)).await?.1 {
+                    break;
+                }
+                // Biased: lines appended by the time the source would go idle count.
+                tokio::select! {
+                    biased;
+                    () = tokio::time::sleep(FOLLOW_POLL) => {}
+                    () = quiet.timed_out() => quiet.went_idle(out).await?,
+                    _ = ctl.barrier.changed() => {}
+                }
+                continue;
+            }
+        };
         if skip > 0 {
             let drop = (skip as usize).min(batch.num_rows());
             batch = batch.slice(drop, batch.num_rows() - drop);
@@ -343,6 +393,7 @@ async fn read_file(
                 continue;
             }
         }
+        quiet.rows(out).await?;
         max_time = max_event_time(&batch, time_col, max_time)?;
         read += batch.num_rows() as u64;
         out.batch(batch).await?;
@@ -354,6 +405,58 @@ async fn read_file(
         }
     }
     Ok(state(read, max_time))
+}
+
+/// Idleness of a source that can go quiet (a table stream, a followed file): after its
+/// `idle_timeout` without rows it tells its consumers not to wait for its watermark; its
+/// next rows make it active again.
+struct Quiet {
+    timeout: Option<std::time::Duration>,
+    last_rows: tokio::time::Instant,
+    idle: bool,
+}
+
+impl Quiet {
+    fn new(node: &NodeSpec) -> Self {
+        Self {
+            timeout: node
+                .watermark
+                .and_then(|w| w.idle_timeout)
+                .map(|ns| std::time::Duration::from_nanos(ns.max(0) as u64)),
+            last_rows: tokio::time::Instant::now(),
+            idle: false,
+        }
+    }
+
+    /// The source has rows to send.
+    async fn rows(&mut self, out: &mut Outputs) -> Result<(), String> {
+        self.last_rows = tokio::time::Instant::now();
+        if self.idle {
+            self.idle = false;
+            out.idle(false).await?;
+        }
+        Ok(())
+    }
+
+    /// Resolves once the source has been quiet for its timeout; never without one, or
+    /// when it is idle already.
+    fn timed_out(&self) -> impl Future<Output = ()> + use<> {
+        let at = self
+            .timeout
+            .filter(|_| !self.idle)
+            .map(|t| self.last_rows + t);
+        async move {
+            match at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        }
+    }
+
+    async fn went_idle(&mut self, out: &mut Outputs) -> Result<(), String> {
+        self.idle = true;
+        out.idle(true).await
+    }
 }
 
 /// Casts or fills each column of `schema` from a logged batch of the table (which may
@@ -447,12 +550,7 @@ async fn table_stream(
     // Offsets of checkpoints not yet known to be written, by epoch.
     let mut pending: Vec<(u64, Vec<u64>)> = Vec::new();
     let mut writes = engine.subscribe_writes();
-    let idle_timeout = node
-        .watermark
-        .and_then(|w| w.idle_timeout)
-        .map(|ns| std::time::Duration::from_nanos(ns.max(0) as u64));
-    let mut last_rows = tokio::time::Instant::now();
-    let mut idle = false;
+    let mut quiet = Quiet::new(node);
     let mut last_watermark = i64::MIN;
     let time_col = event_time_column(node, &schema)?;
     loop {
@@ -471,11 +569,7 @@ async fn table_stream(
             progressed |= next != *offset;
             *offset = next;
             if !batches.is_empty() {
-                last_rows = tokio::time::Instant::now();
-                if idle {
-                    idle = false;
-                    out.idle(false).await?;
-                }
+                quiet.rows(out).await?;
             }
             for b in batches {
                 let b = conform(&b, &schema)?;
@@ -511,20 +605,8 @@ async fn table_stream(
             return Ok(state(&offsets, max_time));
         }
         if !progressed {
-            // Quiet for `idle_timeout`: tell consumers not to wait for this source's
-            // watermark (it is active again with its next rows).
-            let idle_at = idle_timeout.filter(|_| !idle).map(|t| last_rows + t);
-            let went_idle = async {
-                match idle_at {
-                    Some(at) => tokio::time::sleep_until(at).await,
-                    None => std::future::pending().await,
-                }
-            };
             tokio::select! {
-                () = went_idle => {
-                    idle = true;
-                    out.idle(true).await?;
-                }
+                () = quiet.timed_out() => quiet.went_idle(out).await?,
                 changed = writes.changed() => {
                     if changed.is_err() {
                         return Err("the node shut down".into());

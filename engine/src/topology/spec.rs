@@ -237,6 +237,9 @@ pub enum Kind {
         /// source emits (optional when the file holds one).
         precision: Precision,
         measurement: Option<String>,
+        /// Keep reading what is appended to the file, as `tail -f` does (jsonl and line
+        /// protocol): the source never ends by itself.
+        follow: bool,
     },
     Sql {
         sql: String,
@@ -495,6 +498,23 @@ impl Reader {
                     named.loc,
                     path,
                     format!("{key:?} is {:?}: expected a whole number", named.name),
+                );
+                None
+            }
+        }
+    }
+
+    /// `true` or `false`, with where it was written.
+    fn boolean(&mut self, map: &MarkedMappingNode, key: &str, path: &str) -> Option<(bool, Loc)> {
+        let named = self.string(map, key, path)?;
+        match named.name.as_str() {
+            "true" => Some((true, named.loc)),
+            "false" => Some((false, named.loc)),
+            other => {
+                self.problem(
+                    named.loc,
+                    path,
+                    format!("{key:?} is {other:?}: expected true or false"),
                 );
                 None
             }
@@ -763,7 +783,14 @@ fn read_node(
                     &[
                         COMMON,
                         &source_keys,
-                        &["path", "format", "batch_rows", "precision", "measurement"],
+                        &[
+                            "path",
+                            "format",
+                            "batch_rows",
+                            "precision",
+                            "measurement",
+                            "follow",
+                        ],
                     ]
                     .concat(),
                 );
@@ -821,11 +848,22 @@ fn read_node(
                         None
                     })?,
                 };
+                let follow = r.boolean(body, "follow", path);
+                if let Some((true, loc)) = follow
+                    && !matches!(format, FileFormat::Jsonl | FileFormat::LineProtocol)
+                {
+                    r.problem(
+                        loc,
+                        path,
+                        "\"follow\" reads jsonl and line protocol files (a csv or parquet file is read once)",
+                    );
+                }
                 Kind::FileSource {
                     path: file.name,
                     format,
                     precision,
                     measurement: measurement.map(|m| m.name),
+                    follow: follow.is_some_and(|(f, _)| f),
                 }
             } else {
                 Kind::FileSink {

@@ -367,3 +367,42 @@ sinks:
         "sorted by place: {lines:?}"
     );
 }
+
+#[test]
+fn file_source_options_fit_the_format() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let csv = dir.path().join("in.csv");
+    std::fs::write(&csv, "v,time\n1,2026-01-01T00:00:00Z\n").expect("write");
+    let check = |option: &str, value: &str, needle: &str| {
+        let source = format!(
+            "  f: {{ type: file, path: {}, event_time: time, {option}: {value} }}",
+            csv.display()
+        );
+        let yaml = format!(
+            "name: t\nsources:\n{source}\nsinks:\n  out: {{ inputs: [f], type: stdout }}\n"
+        );
+        let column = source.rfind(value).expect("value") + 1;
+        one(&yaml, 3, column, needle);
+    };
+    check(
+        "follow",
+        "true",
+        "\"follow\" reads jsonl and line protocol files (a csv or parquet file is read once)",
+    );
+    check(
+        "follow",
+        "always",
+        "\"follow\" is \"always\": expected true or false",
+    );
+    check(
+        "precision",
+        "s",
+        "\"precision\" and \"measurement\" apply to line protocol files",
+    );
+    // Not following is what a csv file does anyway.
+    let yaml = format!(
+        "name: t\nsources:\n  f: {{ type: file, path: {}, event_time: time, follow: false }}\nsinks:\n  out: {{ inputs: [f], type: stdout }}\n",
+        csv.display()
+    );
+    assert_eq!(problems(&yaml), Vec::new());
+}

@@ -377,6 +377,7 @@ async fn derive(
             format,
             precision,
             measurement,
+            ..
         } => match file_schema(
             path,
             *format,
@@ -686,7 +687,7 @@ fn file_schema(
                 .with_metadata(Default::default())
         }
         FileFormat::LineProtocol => {
-            return super::lp_file::LpFile::open(path, precision)?
+            return super::lp_file::LpFile::open(path, precision, false)?
                 .schema(measurement)
                 .map(Some);
         }
