@@ -1,4 +1,5 @@
-//! `tidemark topology validate|explain` through the binary.
+//! `tidemark topology validate|explain|run` through the binary, and the golden topologies
+//! (through the binary, or in this process on a simulated clock).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -105,57 +106,139 @@ fn every_problem_is_printed_with_file_line_and_column() {
     );
 }
 
-/// Golden tests: each directory of tests/topologies holds a topology, its input files and
-/// the rows its sinks must write (`expected.jsonl` for `out.jsonl`, `expected_late.jsonl`
-/// for `late.jsonl`). Event time comes from the files: nothing waits on the clock.
-#[test]
-fn golden_topologies_write_their_expected_rows() {
+/// The golden cases: directories of tests/topologies, sorted; `simulated`: the ones
+/// with a `timeline.txt`, which run in this process on a simulated clock.
+fn golden_cases(simulated: bool) -> Vec<std::path::PathBuf> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/topologies");
     let mut cases: Vec<_> = std::fs::read_dir(&root)
         .unwrap()
         .map(|e| e.unwrap().path())
+        .filter(|p| p.join("timeline.txt").exists() == simulated)
         .collect();
     cases.sort();
+    cases
+}
+
+/// Copies a golden case's files into a fresh directory.
+fn copy_case(case: &std::path::Path) -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap();
+    for f in std::fs::read_dir(case).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, tmp.path().join(f.file_name().unwrap())).unwrap();
+    }
+    tmp
+}
+
+/// Asserts that the sinks of a golden case wrote its expected rows (`expected.jsonl` for
+/// `out.jsonl`, `expected_late.jsonl` for `late.jsonl`).
+fn assert_expected_rows(case: &std::path::Path, dir: &std::path::Path) {
+    let name = case.file_name().unwrap().to_string_lossy().into_owned();
+    let topology = std::fs::read_to_string(case.join("topology.yaml")).unwrap();
+    for (written, expected) in [
+        ("out.jsonl", "expected.jsonl"),
+        ("late.jsonl", "expected_late.jsonl"),
+    ] {
+        let expected = dir.join(expected);
+        if !expected.exists() {
+            continue;
+        }
+        let got = std::fs::read_to_string(dir.join(written)).unwrap_or_default();
+        let want = std::fs::read_to_string(&expected).unwrap();
+        let mut got: Vec<&str> = got.lines().collect();
+        let mut want: Vec<&str> = want.lines().collect();
+        // Rows from several tasks (parallel ones, or two sources feeding a join) meet in
+        // no fixed order; which rows they are is fixed. Such topologies say so in their
+        // first line.
+        if topology.starts_with("# rows: unordered") {
+            got.sort_unstable();
+            want.sort_unstable();
+        }
+        assert_eq!(got, want, "{name}: {written}");
+    }
+}
+
+/// Golden tests: each directory of tests/topologies holds a topology, its input files and
+/// the rows its sinks must write. Event time comes from the files: nothing waits on the
+/// clock.
+#[test]
+fn golden_topologies_write_their_expected_rows() {
+    let cases = golden_cases(false);
     assert!(cases.len() >= 5, "{cases:?}");
     for case in cases {
-        let tmp = tempfile::tempdir().unwrap();
-        for f in std::fs::read_dir(&case).unwrap() {
-            let f = f.unwrap().path();
-            std::fs::copy(&f, tmp.path().join(f.file_name().unwrap())).unwrap();
-        }
+        let tmp = copy_case(&case);
         let out = Command::new(BIN)
             .args(["topology", "run", "--quiet", "topology.yaml"])
             .current_dir(tmp.path())
             .output()
             .unwrap();
-        let name = case.file_name().unwrap().to_string_lossy().into_owned();
-        let topology = std::fs::read_to_string(case.join("topology.yaml")).unwrap();
         assert!(
             out.status.success(),
-            "{name}: {}",
+            "{}: {}",
+            case.display(),
             String::from_utf8_lossy(&out.stderr)
         );
-        for (written, expected) in [
-            ("out.jsonl", "expected.jsonl"),
-            ("late.jsonl", "expected_late.jsonl"),
-        ] {
-            let expected = tmp.path().join(expected);
-            if !expected.exists() {
-                continue;
+        assert_expected_rows(&case, tmp.path());
+    }
+}
+
+/// Golden tests whose sources follow files that grow while they run (idle sources):
+/// `timeline.txt` says, in seconds after the start, when a line is appended to which file
+/// (`2.25 append a.jsonl {...}`) and when the topology is stopped (`22 stop`). The clock
+/// is tokio's paused one, which jumps to the next timer whenever every task waits, so
+/// idle timeouts and file polls happen at exact simulated times and nothing sleeps.
+#[tokio::test(start_paused = true)]
+async fn golden_topologies_on_a_simulated_clock() {
+    use tidemark_engine::topology::{self, run};
+
+    let cases = golden_cases(true);
+    assert!(!cases.is_empty());
+    for case in cases {
+        let tmp = copy_case(&case);
+        let name = case.display();
+        // The topology's files are relative to the directory it runs in.
+        let yaml = std::fs::read_to_string(tmp.path().join("topology.yaml"))
+            .unwrap()
+            .replace("path: ", &format!("path: {}/", tmp.path().display()));
+        let v = topology::load(&yaml, &topology::NoTables)
+            .await
+            .unwrap_or_else(|p| panic!("{name}: {p:?}"));
+        run::check_runnable(&v, false).unwrap_or_else(|p| panic!("{name}: {p:?}"));
+        let stats: Vec<_> = v.spec.nodes.iter().map(|_| Default::default()).collect();
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let env = run::RunEnv {
+            stop: Some(stop_rx),
+            ..run::RunEnv::default()
+        };
+        let start = tokio::time::Instant::now();
+        let running = tokio::spawn(async move { run::run(&v, &stats, env).await });
+        let timeline = std::fs::read_to_string(tmp.path().join("timeline.txt")).unwrap();
+        for step in timeline
+            .lines()
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        {
+            let (at, what) = step.split_once(' ').unwrap();
+            let at = std::time::Duration::from_secs_f64(at.parse().unwrap());
+            tokio::time::sleep_until(start + at).await;
+            assert!(!running.is_finished(), "{name}: ended before {step:?}");
+            match what.split_once(' ') {
+                Some(("append", rest)) => {
+                    use std::io::Write;
+                    let (file, line) = rest.split_once(' ').unwrap();
+                    let mut f = std::fs::OpenOptions::new()
+                        .append(true)
+                        .open(tmp.path().join(file))
+                        .unwrap();
+                    writeln!(f, "{line}").unwrap();
+                }
+                None if what == "stop" => {
+                    stop_tx.send_replace(true);
+                }
+                _ => panic!("{name}: cannot read timeline step {step:?}"),
             }
-            let got = std::fs::read_to_string(tmp.path().join(written)).unwrap_or_default();
-            let want = std::fs::read_to_string(&expected).unwrap();
-            let mut got: Vec<&str> = got.lines().collect();
-            let mut want: Vec<&str> = want.lines().collect();
-            // Rows from several tasks (parallel ones, or two sources feeding a join)
-            // meet in no fixed order; which rows they are is fixed. Such topologies say
-            // so in their first line.
-            if topology.starts_with("# rows: unordered") {
-                got.sort_unstable();
-                want.sort_unstable();
-            }
-            assert_eq!(got, want, "{name}: {written}");
         }
+        let result = running.await.unwrap();
+        assert!(result.is_ok(), "{name}: {result:?}");
+        assert_expected_rows(&case, tmp.path());
     }
 }
 
@@ -389,4 +472,81 @@ sinks:
             ("b".into(), 5.0)
         ]
     );
+}
+
+/// `topology run` on a followed line protocol file: rows appended while it runs come out
+/// (a line only once its newline is written), and Ctrl-C ends the run cleanly.
+#[test]
+fn run_follows_a_growing_line_protocol_file_until_interrupted() {
+    use std::io::{BufRead, Write};
+    use std::time::{Duration, Instant};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let lp = tmp.path().join("cpu.lp");
+    std::fs::write(&lp, "cpu,host=a usage=1 1767225600\n").unwrap();
+    std::fs::write(
+        tmp.path().join("topology.yaml"),
+        "name: tail
+sources:
+  cpu: { type: file, path: cpu.lp, precision: s, follow: true, event_time: time }
+sinks:
+  out: { inputs: [cpu], type: stdout }
+",
+    )
+    .unwrap();
+    let mut child = Command::new(BIN)
+        .args(["topology", "run", "--quiet", "topology.yaml"])
+        .current_dir(tmp.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rows) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let next_row = || {
+        rows.recv_timeout(Duration::from_secs(20))
+            .expect("a row within 20 s")
+    };
+    assert_eq!(
+        next_row(),
+        r#"{"host":"a","usage":1.0,"time":"2026-01-01T00:00:00Z"}"#
+    );
+    let mut file = std::fs::OpenOptions::new().append(true).open(&lp).unwrap();
+    // Half a line: nothing comes out, and it is no error.
+    file.write_all(b"cpu,host=b usage=").unwrap();
+    assert!(rows.recv_timeout(Duration::from_millis(1500)).is_err());
+    file.write_all(b"2 1767225601\ncpu,host=c usage=3 1767225602\n")
+        .unwrap();
+    assert_eq!(
+        next_row(),
+        r#"{"host":"b","usage":2.0,"time":"2026-01-01T00:00:01Z"}"#
+    );
+    assert_eq!(
+        next_row(),
+        r#"{"host":"c","usage":3.0,"time":"2026-01-01T00:00:02Z"}"#
+    );
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the run ignored Ctrl-C");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(status.success(), "{stderr}");
+    assert!(stderr.contains("cpu "), "{stderr}");
 }
