@@ -255,6 +255,7 @@ transforms:
   k: { inputs: [bids, bids], type: join, on: [auction], within: 1m }
 sinks:
   store: { inputs: [k], type: table, database: m, table: bids }
+  show: { inputs: [k], type: stdout, parallelism: 2 }
 ",
     )
     .unwrap();
@@ -264,7 +265,7 @@ sinks:
     assert!(stderr.ends_with("2 problem(s)\n"), "{stderr}");
     assert!(
         stderr.contains(&format!(
-            "{f}:3:81: sources.bids: sources run with parallelism 1"
+            "{f}:8:51: sinks.show: file and stdout sinks run with parallelism 1 (one writer)"
         )),
         "{stderr}"
     );

@@ -513,13 +513,15 @@ fn restored_holds(node: &Node, v: &Validated, restore: Option<&Checkpoint>) -> V
     v.spec
         .nodes
         .iter()
-        .filter_map(|n| match &n.kind {
-            Kind::TableStream { database, .. } => {
-                let state = restore.states.get(&n.name)?;
-                let offsets = super::source::table_stream_offsets(state).ok()?;
-                Some(node.hold_log(database, offsets))
-            }
-            _ => None,
+        .flat_map(|n| match &n.kind {
+            Kind::TableStream { database, .. } => (0..n.parallelism.max(1))
+                .filter_map(|k| {
+                    let state = restore.states.get(&super::run::instance_name(n, k))?;
+                    let offsets = super::source::table_stream_offsets(state).ok()?;
+                    Some(node.hold_log(database, offsets))
+                })
+                .collect(),
+            _ => Vec::new(),
         })
         .collect()
 }

@@ -159,9 +159,7 @@ pub fn check_runnable(v: &Validated, with_node: bool) -> Result<(), Vec<Problem>
         };
         let parallel_why = match &n.kind {
             _ if n.parallelism <= 1 => None,
-            Kind::Generator { .. } | Kind::FileSource { .. } | Kind::TableStream { .. } => {
-                Some("sources run with parallelism 1")
-            }
+            Kind::FileSource { .. } => Some("a file source runs with parallelism 1 (one reader)"),
             Kind::FileSink { .. } | Kind::Stdout => {
                 Some("file and stdout sinks run with parallelism 1 (one writer)")
             }
@@ -200,6 +198,9 @@ enum Report {
 /// A node's link to the coordinator.
 pub(crate) struct Ctl {
     index: usize,
+    /// This task's number among its node's tasks, and how many there are: a parallel
+    /// source reads its share (every n-th generator row, every n-th log partition).
+    pub(crate) instance: (usize, usize),
     /// Sources: the newest epoch asked for.
     pub(crate) barrier: watch::Receiver<u64>,
     /// The last epoch this node passed on.
@@ -341,6 +342,7 @@ pub async fn run(v: &Validated, stats: &[Arc<NodeStats>], env: RunEnv) -> Result
     let mut tasks = tokio::task::JoinSet::new();
     let ctl_of = |x: usize| Ctl {
         index: x,
+        instance: (instances[x].1, width(instances[x].0)),
         barrier: barrier_rx.clone(),
         seen: first_epoch,
         stopping: Arc::clone(&stopping),
@@ -583,7 +585,7 @@ impl Sampler {
 
 /// The name a task's state is saved under: the node's, with `#k` for instance k of a
 /// node that runs in parallel.
-fn instance_name(n: &NodeSpec, k: usize) -> String {
+pub(crate) fn instance_name(n: &NodeSpec, k: usize) -> String {
     if n.parallelism > 1 {
         format!("{}#{k}", n.name)
     } else {

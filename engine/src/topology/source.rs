@@ -126,17 +126,25 @@ async fn generate(
     let schema = generator_schema(kind);
     let step = 1_000_000_000 / rate.max(1) as i64;
     let total = rows.unwrap_or(u64::MAX);
+    // Task k of n makes rows k, k + n, k + 2n...: together, the rows one task would make.
+    let (k, n_tasks) = (ctl.instance.0 as u64, ctl.instance.1.max(1) as u64);
+    let row_of = move |j: u64| k.saturating_add(j.saturating_mul(n_tasks));
+    // The number of this task's rows made so far.
     let mut next = match &ctl.restore {
         Some(state) => StateReader::new(state).u64()?,
         None => 0,
     };
     let state = |next: u64| StateWriter::default().u64(next).finish();
-    while next < total {
-        let n = (total - next).min(SOURCE_BATCH_ROWS as u64);
-        let range = next..next + n;
-        let times: Vec<i64> = range
-            .clone()
-            .map(|i| GENERATOR_EPOCH_NS.saturating_add((i as i64).saturating_mul(step)))
+    while row_of(next) < total {
+        let mut ids: Vec<u64> = Vec::with_capacity(SOURCE_BATCH_ROWS);
+        while ids.len() < SOURCE_BATCH_ROWS && row_of(next) < total {
+            ids.push(row_of(next));
+            next += 1;
+        }
+        let ids = &ids;
+        let times: Vec<i64> = ids
+            .iter()
+            .map(|&i| GENERATOR_EPOCH_NS.saturating_add((i as i64).saturating_mul(step)))
             .collect();
         let tz = Some(Arc::from("UTC"));
         let time_col = || -> ArrayRef {
@@ -144,14 +152,12 @@ async fn generate(
         };
         let columns: Vec<ArrayRef> = match kind {
             GeneratorKind::Sequence => vec![
-                Arc::new(Int64Array::from_iter_values(
-                    range.clone().map(|i| i as i64),
-                )),
+                Arc::new(Int64Array::from_iter_values(ids.iter().map(|&i| i as i64))),
                 time_col(),
             ],
             GeneratorKind::Bids => {
                 // Nexmark-like: a few hot auctions take most bids.
-                let r: Vec<u64> = range.clone().map(|i| mix(seed, i)).collect();
+                let r: Vec<u64> = ids.iter().map(|&i| mix(seed, i)).collect();
                 let auction = r.iter().map(|x| if x % 100 < 90 { (x >> 8) % 10 } else { 10 + (x >> 8) % 1000 } as i64);
                 vec![
                     Arc::new(Int64Array::from_iter_values(auction)),
@@ -174,18 +180,16 @@ async fn generate(
             GeneratorKind::Auctions => {
                 // Sellers are among the first 1,000 people, categories 10..15; an
                 // auction runs 10 to 20 s.
-                let r: Vec<u64> = range.clone().map(|i| mix(seed, i)).collect();
+                let r: Vec<u64> = ids.iter().map(|&i| mix(seed, i)).collect();
                 let initial: Vec<i64> = r.iter().map(|x| (1 + x % 1000) as i64).collect();
                 let expires = times
                     .iter()
                     .zip(&r)
                     .map(|(t, x)| t.saturating_add((10 + (x >> 40) % 11) as i64 * 1_000_000_000));
                 vec![
-                    Arc::new(Int64Array::from_iter_values(
-                        range.clone().map(|i| i as i64),
-                    )),
+                    Arc::new(Int64Array::from_iter_values(ids.iter().map(|&i| i as i64))),
                     Arc::new(StringArray::from_iter_values(
-                        range.clone().map(|i| format!("item-{i}")),
+                        ids.iter().map(|i| format!("item-{i}")),
                     )),
                     Arc::new(StringArray::from_iter_values(r.iter().map(|x| {
                         ["new", "used", "vintage", "refurbished"][(x >> 52) as usize % 4]
@@ -227,7 +231,7 @@ async fn generate(
                     "Cheyenne",
                 ];
                 const STATES: [&str; 6] = ["AZ", "CA", "ID", "OR", "WA", "WY"];
-                let r: Vec<u64> = range.clone().map(|i| mix(seed, i)).collect();
+                let r: Vec<u64> = ids.iter().map(|&i| mix(seed, i)).collect();
                 let name = |x: &u64| {
                     format!(
                         "{} {}",
@@ -237,18 +241,16 @@ async fn generate(
                 };
                 let place = |x: &u64| ((x >> 16) % 6) as usize;
                 vec![
-                    Arc::new(Int64Array::from_iter_values(
-                        range.clone().map(|i| i as i64),
-                    )),
+                    Arc::new(Int64Array::from_iter_values(ids.iter().map(|&i| i as i64))),
                     Arc::new(StringArray::from_iter_values(r.iter().map(name))),
-                    Arc::new(StringArray::from_iter_values(
-                        r.iter().zip(range.clone()).map(|(x, i)| {
+                    Arc::new(StringArray::from_iter_values(r.iter().zip(ids).map(
+                        |(x, i)| {
                             format!(
                                 "{}{i}@example.com",
                                 name(x).replace(' ', ".").to_lowercase()
                             )
-                        }),
-                    )),
+                        },
+                    ))),
                     Arc::new(StringArray::from_iter_values(
                         r.iter()
                             .map(|x| format!("{:016}", (x >> 4) % 10_000_000_000_000_000)),
@@ -267,7 +269,6 @@ async fn generate(
         let batch =
             RecordBatch::try_new(Arc::clone(&schema), columns).map_err(|e| e.to_string())?;
         out.batch(batch).await?;
-        next += n;
         if let Some(wm) = source_watermark(node, times.last().copied().unwrap_or(i64::MIN)) {
             out.watermark(wm).await?;
         }
@@ -479,6 +480,21 @@ fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, Strin
     .map_err(|e| e.to_string())
 }
 
+/// The offset of a partition another task of the same table stream reads.
+const NOT_MINE: u64 = u64::MAX;
+
+/// A table stream's state: its offsets (one per partition, [`NOT_MINE`] for partitions
+/// another task reads) and highest event time.
+fn table_stream_state_bytes(offsets: &[u64], max_time: i64) -> Vec<u8> {
+    offsets
+        .iter()
+        .fold(StateWriter::default().u64(offsets.len() as u64), |w, o| {
+            w.u64(*o)
+        })
+        .i64(max_time)
+        .finish()
+}
+
 /// A table stream's saved offsets (one per partition) and highest event time.
 fn table_stream_state(state: &[u8]) -> Result<(Vec<u64>, i64), String> {
     let mut r = StateReader::new(state);
@@ -506,12 +522,23 @@ async fn table_stream(
         .clone()
         .ok_or("a table stream runs inside the server")?;
     let end = engine.log_end(database).map_err(|e| e.to_string())?;
+    // Task k of n reads partitions k, k + n...; the others' offsets are NOT_MINE.
+    let (k, n_tasks) = (ctl.instance.0, ctl.instance.1.max(1));
+    let mine = |p: usize| p % n_tasks == k;
     let (mut offsets, mut max_time) = match &ctl.restore {
         Some(state) => table_stream_state(state)?,
-        None => match from {
-            StartFrom::Earliest => (vec![0; end.len()], i64::MIN),
-            StartFrom::Latest => (end.clone(), i64::MIN),
-        },
+        None => {
+            let first = match from {
+                StartFrom::Earliest => vec![0; end.len()],
+                StartFrom::Latest => end.clone(),
+            };
+            let offsets = first
+                .into_iter()
+                .enumerate()
+                .map(|(p, o)| if mine(p) { o } else { NOT_MINE })
+                .collect();
+            (offsets, i64::MIN)
+        }
     };
     if offsets.len() != end.len() {
         return Err(format!(
@@ -519,6 +546,20 @@ async fn table_stream(
             offsets.len(),
             end.len()
         ));
+    }
+    if offsets
+        .iter()
+        .enumerate()
+        .any(|(p, o)| mine(p) == (*o == NOT_MINE))
+    {
+        return Err(format!(
+            "the checkpoint's partitions of {database} were read by another number of tasks than {n_tasks}"
+        ));
+    }
+    if !(0..end.len()).any(mine) {
+        // More tasks than partitions: this one has nothing to read, and ends (an ended
+        // input holds no watermark back).
+        return Ok(table_stream_state_bytes(&offsets, max_time));
     }
     if ctl.restore.is_some() {
         // Only a log deleted by hand (or a bug) can lack what a checkpoint holds: say so
@@ -537,20 +578,13 @@ async fn table_stream(
             *out.stats.last_error.lock() = Some(why);
         }
     }
-    let state = |offsets: &[u64], max_time: i64| {
-        offsets
-            .iter()
-            .fold(StateWriter::default().u64(offsets.len() as u64), |w, o| {
-                w.u64(*o)
-            })
-            .i64(max_time)
-            .finish()
-    };
+    let state = table_stream_state_bytes;
     let hold = engine.hold_log(database, offsets.clone());
     // Offsets of checkpoints not yet known to be written, by epoch.
     let mut pending: Vec<(u64, Vec<u64>)> = Vec::new();
     let mut writes = engine.subscribe_writes();
     let mut quiet = Quiet::new(node);
+    let mut my_lag = 0u64;
     let mut last_watermark = i64::MIN;
     let time_col = event_time_column(node, &schema)?;
     loop {
@@ -558,6 +592,9 @@ async fn table_stream(
         writes.borrow_and_update();
         let mut progressed = false;
         for (p, offset) in offsets.iter_mut().enumerate() {
+            if *offset == NOT_MINE {
+                continue;
+            }
             let (db, t, from) = (database.to_string(), table.to_string(), *offset);
             let reader = Arc::clone(&engine);
             let (batches, next) = tokio::task::spawn_blocking(move || {
@@ -583,7 +620,17 @@ async fn table_stream(
             .zip(&offsets)
             .map(|(e, o)| e.saturating_sub(*o))
             .sum();
-        out.stats.lag_records.store(lag, Ordering::Relaxed);
+        // The node's lag is the sum over its tasks: each adds how its own share moved.
+        if lag >= my_lag {
+            out.stats
+                .lag_records
+                .fetch_add(lag - my_lag, Ordering::Relaxed);
+        } else {
+            out.stats
+                .lag_records
+                .fetch_sub(my_lag - lag, Ordering::Relaxed);
+        }
+        my_lag = lag;
         // Only a new watermark is sent: a repeated one would mark an idle source active.
         if let Some(wm) = source_watermark(node, max_time).filter(|w| *w > last_watermark) {
             last_watermark = wm;
