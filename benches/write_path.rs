@@ -96,6 +96,7 @@ fn bench(c: &mut Criterion) {
     let server = rt.spawn(tidemark_connectors::http::serve(state, listener, async {
         let _ = stop_rx.await;
     }));
+    tidemark_engine::install_tls_provider();
     let client = reqwest::Client::new();
     let url = format!("http://{addr}/api/v3/write_lp?db=bench");
     g.bench_function("http", |b| {

@@ -10,5 +10,6 @@ mod cli;
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> std::process::ExitCode {
+    tidemark_engine::install_tls_provider();
     cli::run()
 }

@@ -298,46 +298,75 @@ sinks:
     );
 }
 
+/// Bodies of the requests an endpoint accepted, and how many requests came.
+type Bodies = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+type Requests = std::sync::Arc<std::sync::atomic::AtomicUsize>;
+
 /// A tiny HTTP endpoint on a free local port: answers each POST with the next status of
 /// `statuses` (then 200) and keeps the bodies of the ones it accepted.
-fn endpoint(
+fn endpoint(statuses: Vec<u16>) -> (String, Bodies, Requests) {
+    endpoint_with(statuses, None)
+}
+
+/// [`endpoint`], speaking HTTPS with `tls` when given.
+fn endpoint_with(
     statuses: Vec<u16>,
-) -> (
-    String,
-    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
-    std::sync::Arc<std::sync::atomic::AtomicUsize>,
-) {
+    tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+) -> (String, Bodies, Requests) {
     use std::io::{BufRead, BufReader, Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let requests = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let url = format!("{scheme}://{}/hook", listener.local_addr().unwrap());
+    let bodies = Bodies::default();
+    let requests = Requests::default();
     let (kept, seen) = (bodies.clone(), requests.clone());
+    fn answer(
+        stream: impl Read + Write,
+        statuses: &[u16],
+        kept: &Bodies,
+        seen: &Requests,
+    ) -> std::io::Result<()> {
+        let mut reader = BufReader::new(stream);
+        let mut length = 0;
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line)? == 0 || line == "\r\n" {
+                break;
+            }
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = v.trim().parse().unwrap();
+            }
+        }
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body)?;
+        let n = seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let status = statuses.get(n).copied().unwrap_or(200);
+        if status == 200 {
+            kept.lock().unwrap().push(String::from_utf8(body).unwrap());
+        }
+        let stream = reader.get_mut();
+        write!(
+            stream,
+            "HTTP/1.1 {status} X\r\ncontent-length: 2\r\nconnection: close\r\n\r\nno"
+        )?;
+        stream.flush()
+    }
     std::thread::spawn(move || {
         for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { return };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut length = 0;
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    length = v.trim().parse().unwrap();
-                }
-            }
-            let mut body = vec![0; length];
-            reader.read_exact(&mut body).unwrap();
-            let n = seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            let status = statuses.get(n).copied().unwrap_or(200);
-            if status == 200 {
-                kept.lock().unwrap().push(String::from_utf8(body).unwrap());
-            }
-            let _ = write!(
-                stream,
-                "HTTP/1.1 {status} X\r\ncontent-length: 2\r\nconnection: close\r\n\r\nno"
-            );
+            let Ok(stream) = stream else { return };
+            // A client that gives up (a refused certificate) is no failure of the endpoint.
+            let _ = match &tls {
+                Some(config) => match rustls::ServerConnection::new(config.clone()) {
+                    Ok(conn) => answer(
+                        rustls::StreamOwned::new(conn, stream),
+                        &statuses,
+                        &kept,
+                        &seen,
+                    ),
+                    Err(_) => continue,
+                },
+                None => answer(stream, &statuses, &kept, &seen),
+            };
         }
     });
     (url, bodies, requests)
@@ -386,6 +415,66 @@ sinks:
     assert!(!ok);
     assert!(stderr.contains("failed after 4 attempts: 500"), "{stderr}");
     assert_eq!(requests.load(std::sync::atomic::Ordering::SeqCst), 4);
+}
+
+/// An https sink trusts the system's roots and those of its `ca_file`: with the file
+/// that signed the endpoint's certificate it posts, without it the run fails saying why.
+#[test]
+fn http_sink_posts_over_https_trusting_its_ca_file() {
+    use std::sync::Arc;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let signed = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    std::fs::write(tmp.path().join("ca.pem"), signed.cert.pem()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![signed.cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(signed.signing_key.serialize_der().into()),
+        )
+        .unwrap();
+    let (url, bodies, _) = endpoint_with(vec![], Some(Arc::new(config)));
+    let file = tmp.path().join("t.yaml");
+    let topology = |ca: &str| {
+        format!(
+            "name: t
+sources:
+  seq: {{ type: generator, generator: sequence, rows: 3 }}
+sinks:
+  hook: {{ inputs: [seq], type: http, url: \"{url}\", max_retries: 1{ca} }}
+"
+        )
+    };
+    std::fs::write(&file, topology(", ca_file: ca.pem")).unwrap();
+    let out = Command::new(BIN)
+        .args(["topology", "run", "t.yaml"])
+        .current_dir(tmp.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let kept = bodies.lock().unwrap().clone();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&kept[0]).unwrap();
+    assert_eq!(rows.len(), 3);
+
+    // The system's roots alone do not know the endpoint's certificate.
+    std::fs::write(&file, topology("")).unwrap();
+    let out = Command::new(BIN)
+        .args(["topology", "run", "t.yaml"])
+        .current_dir(tmp.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("failed after 2 attempts"), "{stderr}");
+    assert!(stderr.contains("certificate"), "{stderr}");
 }
 
 /// A Parquet file as a source: its columns come from the file's schema at validation,

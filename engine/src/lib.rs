@@ -14,5 +14,12 @@ pub mod stream;
 pub mod topology;
 
 pub use error::{Error, Result};
+
+/// Makes ring the process's TLS crypto provider, which every HTTPS client (reqwest over
+/// rustls) needs before it is built; a provider already installed stays. Tidemark builds
+/// rustls with ring because aws-lc-rs, reqwest's default, needs cmake to build.
+pub fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
 pub use maintenance::MaintenanceConfig;
 pub use node::{Durability, Node, NodeConfig, WriteSummary};

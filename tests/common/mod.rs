@@ -224,6 +224,7 @@ impl Drop for Server {
 }
 
 pub fn client() -> reqwest::blocking::Client {
+    tidemark_engine::install_tls_provider();
     reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(60))
         .build()

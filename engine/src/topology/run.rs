@@ -148,9 +148,6 @@ pub fn check_runnable(v: &Validated, with_node: bool) -> Result<(), Vec<Problem>
             | Kind::Union
             | Kind::Stdout
             | Kind::Blackhole => None,
-            Kind::Http { url, .. } if !url.starts_with("http://") => {
-                Some("an http sink posts to http:// URLs (this build has no TLS)".to_string())
-            }
             Kind::Http { .. } => None,
             Kind::FileSink { format, .. } => match format {
                 FileFormat::Jsonl | FileFormat::Csv => None,

@@ -73,14 +73,24 @@ impl Sink {
                     header: restored_len.is_none_or(|l| l == 0),
                 }
             }
-            Kind::Http { url, max_retries } => Sink::Http {
-                client: reqwest::Client::builder()
-                    .timeout(HTTP_TIMEOUT)
-                    .build()
-                    .map_err(|e| format!("cannot make an HTTP client: {e}"))?,
-                url: url.clone(),
-                max_retries: *max_retries,
-            },
+            Kind::Http {
+                url,
+                max_retries,
+                ca_file,
+            } => {
+                crate::install_tls_provider();
+                let mut client = reqwest::Client::builder().timeout(HTTP_TIMEOUT);
+                if let Some(ca) = ca_file {
+                    client = client.tls_certs_merge(trusted_roots(&ca.name)?);
+                }
+                Sink::Http {
+                    client: client
+                        .build()
+                        .map_err(|e| format!("cannot make an HTTP client: {}", chain(&e)))?,
+                    url: url.clone(),
+                    max_retries: *max_retries,
+                }
+            }
             Kind::TableSink { database, table } => Sink::Table {
                 node: ctl
                     .node
@@ -214,7 +224,9 @@ async fn post_json(
                 }
                 format!("{status} {text}")
             }
-            Err(e) => e.to_string(),
+            // reqwest's own message is only "error sending request": the cause (refused
+            // connection, certificate, timeout) is further down the chain.
+            Err(e) => chain(&e),
         };
         if attempt >= max_retries {
             return Err(format!(
@@ -228,6 +240,31 @@ async fn post_json(
         tokio::time::sleep(wait).await;
         wait = (wait * 2).min(MAX_BACKOFF);
     }
+}
+
+/// An error and its causes, joined by ": ".
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let more = cause.to_string();
+        if !text.contains(&more) {
+            text = format!("{text}: {more}");
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// The certificates of a PEM file, trusted by an https sink besides the system's roots.
+pub(crate) fn trusted_roots(path: &str) -> Result<Vec<reqwest::Certificate>, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|e| format!("{path} is not a PEM certificate file: {}", chain(&e)))?;
+    if certs.is_empty() {
+        return Err(format!("{path} holds no PEM certificate"));
+    }
+    Ok(certs)
 }
 
 pub(crate) fn write_jsonl(

@@ -274,6 +274,8 @@ pub enum Kind {
     Http {
         url: String,
         max_retries: u32,
+        /// A PEM file of certificates trusted besides the system's roots (https).
+        ca_file: Option<Named>,
     },
 }
 
@@ -956,14 +958,25 @@ fn read_node(
             Kind::Blackhole
         }
         (Role::Sink, "http") => {
-            r.check_keys(body, path, &[COMMON, &["url", "max_retries"][..]].concat());
+            r.check_keys(
+                body,
+                path,
+                &[COMMON, &["url", "max_retries", "ca_file"][..]].concat(),
+            );
             let url = r.required(body, loc, "url", path)?;
             if !(url.name.starts_with("http://") || url.name.starts_with("https://")) {
                 r.problem(url.loc, path, "\"url\" must start with http:// or https://");
             }
+            let ca_file = r.string(body, "ca_file", path);
+            if let Some(ca) = &ca_file
+                && !url.name.starts_with("https://")
+            {
+                r.problem(ca.loc, path, "\"ca_file\" applies to https:// URLs");
+            }
             Kind::Http {
                 url: url.name,
                 max_retries: r.number(body, "max_retries", path).unwrap_or(5).min(100) as u32,
+                ca_file,
             }
         }
         (role, other) => {

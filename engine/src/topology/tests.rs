@@ -406,3 +406,32 @@ fn file_source_options_fit_the_format() {
     );
     assert_eq!(problems(&yaml), Vec::new());
 }
+
+#[test]
+fn an_http_sink_ca_file_must_hold_certificates_and_serve_https() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let junk = dir.path().join("junk.pem");
+    std::fs::write(&junk, "not a certificate\n").expect("write");
+    let check = |url: &str, ca: &str, needle: &str| {
+        let sink =
+            format!("  hook: {{ inputs: [bids], type: http, url: \"{url}\", ca_file: {ca} }}");
+        let yaml = format!("{BIDS}sinks:\n{sink}\n");
+        let column = sink.rfind(ca).expect("ca") + 1;
+        one(&yaml, 5, column, needle);
+    };
+    check(
+        "http://127.0.0.1:1/x",
+        &junk.display().to_string(),
+        "\"ca_file\" applies to https:// URLs",
+    );
+    check(
+        "https://127.0.0.1:1/x",
+        &junk.display().to_string(),
+        "holds no PEM certificate",
+    );
+    check(
+        "https://127.0.0.1:1/x",
+        "/nonexistent/ca.pem",
+        "cannot read /nonexistent/ca.pem",
+    );
+}

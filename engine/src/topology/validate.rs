@@ -623,6 +623,20 @@ async fn derive(
                 event_time: None,
             }
         }
+        // Over http:// the file is refused as such (spec), whatever it holds.
+        Kind::Http {
+            url,
+            ca_file: Some(ca),
+            ..
+        } if url.starts_with("https://") => {
+            if let Err(e) = super::sink::trusted_roots(&ca.name) {
+                c.problem(ca.loc, n, e);
+            }
+            NodeInfo {
+                schema: None,
+                event_time: None,
+            }
+        }
         Kind::FileSink { .. } | Kind::Stdout | Kind::Blackhole | Kind::Http { .. } => NodeInfo {
             schema: None,
             event_time: None,
