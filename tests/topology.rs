@@ -372,21 +372,24 @@ fn endpoint_with(
     (url, bodies, requests)
 }
 
+/// `rows` sequence rows into an http sink posting to `url`, with the sink keys `extra`.
+fn http_topology(url: &str, rows: u64, extra: &str) -> String {
+    format!(
+        "name: t
+sources:
+  seq: {{ type: generator, generator: sequence, rows: {rows} }}
+sinks:
+  hook: {{ inputs: [seq], type: http, url: \"{url}\", {extra} }}
+"
+    )
+}
+
 #[test]
 fn http_sink_posts_json_batches_and_retries() {
     let (url, bodies, requests) = endpoint(vec![503, 200, 429]);
     let tmp = tempfile::tempdir().unwrap();
     let file = tmp.path().join("t.yaml");
-    let topology = |url: &str| {
-        format!(
-            "name: t
-sources:
-  seq: {{ type: generator, generator: sequence, rows: 2500 }}
-sinks:
-  hook: {{ inputs: [seq], type: http, url: \"{url}\", max_retries: 3 }}
-"
-        )
-    };
+    let topology = |url: &str| http_topology(url, 2500, "max_retries: 3");
     std::fs::write(&file, topology(&url)).unwrap();
     let (ok, _, stderr) = run(&["topology", "run"], &file);
     assert!(ok, "{stderr}");
@@ -425,7 +428,8 @@ fn http_sink_posts_over_https_trusting_its_ca_file() {
 
     let tmp = tempfile::tempdir().unwrap();
     let signed = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
-    std::fs::write(tmp.path().join("ca.pem"), signed.cert.pem()).unwrap();
+    let ca = tmp.path().join("ca.pem");
+    std::fs::write(&ca, signed.cert.pem()).unwrap();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -438,41 +442,19 @@ fn http_sink_posts_over_https_trusting_its_ca_file() {
         .unwrap();
     let (url, bodies, _) = endpoint_with(vec![], Some(Arc::new(config)));
     let file = tmp.path().join("t.yaml");
-    let topology = |ca: &str| {
-        format!(
-            "name: t
-sources:
-  seq: {{ type: generator, generator: sequence, rows: 3 }}
-sinks:
-  hook: {{ inputs: [seq], type: http, url: \"{url}\", max_retries: 1{ca} }}
-"
-        )
-    };
-    std::fs::write(&file, topology(", ca_file: ca.pem")).unwrap();
-    let out = Command::new(BIN)
-        .args(["topology", "run", "t.yaml"])
-        .current_dir(tmp.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let trusting = format!("max_retries: 1, ca_file: {}", ca.display());
+    std::fs::write(&file, http_topology(&url, 3, &trusting)).unwrap();
+    let (ok, _, stderr) = run(&["topology", "run"], &file);
+    assert!(ok, "{stderr}");
     let kept = bodies.lock().unwrap().clone();
     assert_eq!(kept.len(), 1, "{kept:?}");
     let rows: Vec<serde_json::Value> = serde_json::from_str(&kept[0]).unwrap();
     assert_eq!(rows.len(), 3);
 
     // The system's roots alone do not know the endpoint's certificate.
-    std::fs::write(&file, topology("")).unwrap();
-    let out = Command::new(BIN)
-        .args(["topology", "run", "t.yaml"])
-        .current_dir(tmp.path())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    std::fs::write(&file, http_topology(&url, 3, "max_retries: 1")).unwrap();
+    let (ok, _, stderr) = run(&["topology", "run"], &file);
+    assert!(!ok);
     assert!(stderr.contains("failed after 2 attempts"), "{stderr}");
     assert!(stderr.contains("certificate"), "{stderr}");
 }
