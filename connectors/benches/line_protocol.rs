@@ -81,18 +81,16 @@ fn interleaved_ratio(data: &str) {
         })
         .collect();
     let rate = |d: Duration| mib / d.as_secs_f64();
+    let ratio = |(o, t): (Duration, Duration)| t.as_secs_f64() / o.as_secs_f64();
     let best_ours = pairs.iter().map(|p| p.0).min().unwrap_or_default();
     let best_theirs = pairs.iter().map(|p| p.1).min().unwrap_or_default();
-    pairs.sort_by(|x, y| {
-        (x.1.as_secs_f64() / x.0.as_secs_f64()).total_cmp(&(y.1.as_secs_f64() / y.0.as_secs_f64()))
-    });
-    let ratio = |(o, t): (Duration, Duration)| t.as_secs_f64() / o.as_secs_f64();
+    pairs.sort_by(|x, y| ratio(*x).total_cmp(&ratio(*y)));
     eprintln!(
         "parse_into_columns vs influxdb_line_protocol, {PAIRS} alternating runs each: \
          fastest runs {:.0} vs {:.1} MiB/s = {:.1}x; per pair median {:.1}x (quartiles {:.1}x..{:.1}x)",
         rate(best_ours),
         rate(best_theirs),
-        best_theirs.as_secs_f64() / best_ours.as_secs_f64(),
+        ratio((best_ours, best_theirs)),
         ratio(pairs[PAIRS / 2]),
         ratio(pairs[PAIRS / 4]),
         ratio(pairs[3 * PAIRS / 4]),

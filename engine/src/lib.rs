@@ -14,6 +14,8 @@ pub mod stream;
 pub mod topology;
 
 pub use error::{Error, Result};
+pub use maintenance::MaintenanceConfig;
+pub use node::{Durability, Node, NodeConfig, WriteSummary};
 
 /// Makes ring the process's TLS crypto provider, which every HTTPS client (reqwest over
 /// rustls) needs before it is built; a provider already installed stays. Tidemark builds
@@ -21,5 +23,3 @@ pub use error::{Error, Result};
 pub fn install_tls_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
-pub use maintenance::MaintenanceConfig;
-pub use node::{Durability, Node, NodeConfig, WriteSummary};

@@ -22,6 +22,7 @@ use tidemark_storage::catalog::DatabaseSchema;
 use tidemark_storage::line_protocol::{LineLimits, Precision, parse_into};
 
 use super::lines::{Lines, MAX_REGION_BYTES, Next, REGION_BYTES, Region};
+use super::source::conform;
 
 /// Most columns a measurement of a file may have (as a server's default).
 const MAX_COLUMNS: usize = 1000;
@@ -49,7 +50,8 @@ impl LpFile {
         }
     }
 
-    /// The rows of the next region, by measurement, in file order.
+    /// The rows of the next region, by measurement, in file order; when there is none,
+    /// `Err` says whether the file ended or (followed) has nothing more yet.
     fn next_region(&mut self) -> Result<Result<Tables, Region>, String> {
         let mut want = REGION_BYTES;
         loop {
@@ -137,7 +139,6 @@ pub(crate) struct LpBatches {
     measurement: Option<String>,
     schema: SchemaRef,
     batch_rows: usize,
-    conform: fn(&RecordBatch, &SchemaRef) -> Result<RecordBatch, String>,
     ready: VecDeque<RecordBatch>,
 }
 
@@ -147,14 +148,12 @@ impl LpBatches {
         measurement: Option<String>,
         schema: SchemaRef,
         batch_rows: usize,
-        conform: fn(&RecordBatch, &SchemaRef) -> Result<RecordBatch, String>,
     ) -> Self {
         Self {
             file,
             measurement,
             schema,
             batch_rows: batch_rows.max(1),
-            conform,
             ready: VecDeque::new(),
         }
     }
@@ -173,7 +172,7 @@ impl LpBatches {
                 if self.measurement.as_deref().is_some_and(|m| m != &*table) {
                     continue;
                 }
-                let batch = (self.conform)(&batch, &self.schema)?;
+                let batch = conform(&batch, &self.schema)?;
                 let mut at = 0;
                 while at < batch.num_rows() {
                     let n = self.batch_rows.min(batch.num_rows() - at);

@@ -352,7 +352,6 @@ async fn read_file(
             measurement.map(str::to_string),
             Arc::clone(&schema),
             batch_rows,
-            conform,
         )),
     };
     let time_col = event_time_column(node, &schema)?;
@@ -462,7 +461,7 @@ impl Quiet {
 
 /// Casts or fills each column of `schema` from a logged batch of the table (which may
 /// lack columns added later, or have ones added since the topology was validated).
-fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, String> {
+pub(crate) fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, String> {
     let columns = schema
         .fields()
         .iter()

@@ -66,8 +66,10 @@ impl Digest {
         }
         self.buffer.push(v);
         if self.buffer.len() >= DIGEST_BUFFER {
-            self.digest = self.folded();
-            self.buffer.clear();
+            // Folded in place: the buffer moves into the merge instead of being copied.
+            self.digest = self
+                .digest
+                .merge_unsorted_f64(std::mem::take(&mut self.buffer));
         }
     }
 
