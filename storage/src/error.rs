@@ -46,7 +46,7 @@ pub enum Error {
     #[error("invalid database name {name:?}: {reason}")]
     InvalidDatabaseName { name: String, reason: &'static str },
 
-    #[error("database {name:?} has {found} partition directories, expected 0..{expected}")]
+    #[error("the log of {name:?} has {found} partition directories, expected 0..{expected}")]
     PartitionLayout {
         name: String,
         found: usize,

@@ -18,5 +18,6 @@ pub mod log;
 pub mod manifest;
 pub mod parquet_file;
 pub mod payload;
+pub mod topic;
 
 pub use error::{Error, Result};
