@@ -23,6 +23,15 @@ pub enum Error {
 
     #[error("cannot create database {name:?}: the node already has the maximum of {max} databases")]
     TooManyDatabases { name: String, max: usize },
+
+    #[error("topic {0:?} not found")]
+    TopicNotFound(String),
+
+    #[error("topic {0:?} already exists")]
+    TopicExists(String),
+
+    #[error("cannot create topic {name:?}: the node already has the maximum of {max} topics")]
+    TooManyTopics { name: String, max: usize },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

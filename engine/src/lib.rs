@@ -3,7 +3,8 @@
 //! The crate holds the node's write path (validate -> log -> buffer), its query entry
 //! point, maintenance (persist, compaction, retention) and metrics; `topology` reads,
 //! validates, plans and runs YAML dataflow topologies, and `stream` reads a table's
-//! rows back from the log for them. The cluster
+//! rows back from the log for them; `topics` keeps user topics, partitioned logs of keyed
+//! records. The cluster
 //! will live here too.
 
 pub mod error;
@@ -11,6 +12,7 @@ pub mod maintenance;
 pub mod metrics;
 pub mod node;
 pub mod stream;
+pub mod topics;
 pub mod topology;
 
 pub use error::{Error, Result};

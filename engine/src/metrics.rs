@@ -1,9 +1,10 @@
 //! The node's Prometheus metrics: one registry holding every counter, gauge and histogram,
 //! encoded in the OpenMetrics text format for `GET /metrics`.
 //!
-//! Label sets are bounded by construction: the only label is an error `kind`, one of the
-//! fixed names callers pass as `&'static str`; no database, table or user-supplied value
-//! ever becomes a label. Gauges that mirror state (buffer size) are set when scraped.
+//! Label sets are bounded by construction: the only labels are an error `kind`, one of the
+//! fixed names callers pass as `&'static str`, and a topic's name, bounded by the topic
+//! limit (a deleted topic's series are removed); no database, table or other user-supplied
+//! value ever becomes a label. Gauges that mirror state (buffer size) are set when scraped.
 //! The log writer's counters live in storage ([`LogMetrics`]) and are registered here.
 
 use std::time::Duration;
@@ -21,6 +22,13 @@ pub type KindLabel = Vec<(&'static str, &'static str)>;
 
 fn kind(kind: &'static str) -> KindLabel {
     vec![("kind", kind)]
+}
+
+/// Label set of topic counters: the topic's name.
+pub type TopicLabel = Vec<(&'static str, String)>;
+
+fn topic(name: &str) -> TopicLabel {
+    vec![("topic", name.to_string())]
 }
 
 /// Every metric the node exports.
@@ -48,6 +56,10 @@ pub struct Metrics {
     query_errors: Family<KindLabel, Counter>,
     pub http_connections: Gauge,
     pub http_connections_refused: Counter,
+    topic_produced_records: Family<TopicLabel, Counter>,
+    topic_produced_bytes: Family<TopicLabel, Counter>,
+    topic_consumed_records: Family<TopicLabel, Counter>,
+    topic_consumed_bytes: Family<TopicLabel, Counter>,
 }
 
 /// 1 ms to about 8 minutes.
@@ -81,6 +93,10 @@ impl Metrics {
             query_errors: Family::default(),
             http_connections: Gauge::default(),
             http_connections_refused: Counter::default(),
+            topic_produced_records: Family::default(),
+            topic_produced_bytes: Family::default(),
+            topic_consumed_records: Family::default(),
+            topic_consumed_bytes: Family::default(),
         };
         let r = &mut m.registry;
         r.register(
@@ -216,7 +232,70 @@ impl Metrics {
             "Queries that failed, by kind",
             m.query_errors.clone(),
         );
+        r.register(
+            "topic_produced_records",
+            "Records appended to a topic",
+            m.topic_produced_records.clone(),
+        );
+        r.register_with_unit(
+            "topic_produced",
+            "Key and value bytes appended to a topic",
+            Unit::Bytes,
+            m.topic_produced_bytes.clone(),
+        );
+        r.register(
+            "topic_consumed_records",
+            "Records read from a topic",
+            m.topic_consumed_records.clone(),
+        );
+        r.register_with_unit(
+            "topic_consumed",
+            "Key and value bytes read from a topic",
+            Unit::Bytes,
+            m.topic_consumed_bytes.clone(),
+        );
         m
+    }
+
+    /// Counts records appended to a topic.
+    pub fn topic_produced(&self, name: &str, records: u64, bytes: u64) {
+        let label = topic(name);
+        self.topic_produced_records
+            .get_or_create(&label)
+            .inc_by(records);
+        self.topic_produced_bytes
+            .get_or_create(&label)
+            .inc_by(bytes);
+    }
+
+    /// Counts records read from a topic.
+    pub fn topic_consumed(&self, name: &str, records: u64, bytes: u64) {
+        let label = topic(name);
+        self.topic_consumed_records
+            .get_or_create(&label)
+            .inc_by(records);
+        self.topic_consumed_bytes
+            .get_or_create(&label)
+            .inc_by(bytes);
+    }
+
+    /// Starts a topic's series at zero, so a topic shows before its first record.
+    pub fn register_topic(&self, name: &str) {
+        self.topic_produced(name, 0, 0);
+        self.topic_consumed(name, 0, 0);
+    }
+
+    /// Drops a deleted topic's series, so the label set stays bounded by the live topics.
+    pub fn forget_topic(&self, name: &str) {
+        let label = topic(name);
+        for family in [
+            &self.topic_produced_records,
+            &self.topic_produced_bytes,
+            &self.topic_consumed_records,
+            &self.topic_consumed_bytes,
+        ] {
+            family.remove(&label);
+        }
     }
 
     /// Counts a refused write; `kind` is one of a fixed set of names.

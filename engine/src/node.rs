@@ -38,6 +38,7 @@ use tidemark_storage::manifest::CatalogOp;
 use tidemark_storage::payload;
 
 use crate::maintenance::{self, MaintenanceConfig};
+use crate::topics::{TopicLimits, Topics};
 
 use crate::error::{Error, Result};
 
@@ -67,6 +68,7 @@ pub struct NodeConfig {
     pub log: LogWriterConfig,
     pub query: QueryConfig,
     pub maintenance: MaintenanceConfig,
+    pub topics: TopicLimits,
 }
 
 impl NodeConfig {
@@ -82,6 +84,7 @@ impl NodeConfig {
             log: LogWriterConfig::default(),
             query: QueryConfig::default(),
             maintenance: MaintenanceConfig::default(),
+            topics: TopicLimits::default(),
         }
     }
 }
@@ -111,7 +114,7 @@ pub struct Node {
     pub(crate) catalog: Arc<Catalog>,
     pub(crate) buffer: Arc<WriteBuffer>,
     pub(crate) store: Arc<CatalogStore>,
-    writer: LogWriter,
+    pub(crate) writer: LogWriter,
     pub(crate) logs: RwLock<HashMap<Arc<str>, Arc<DatabaseLog>>>,
     create_lock: Mutex<()>,
     pub(crate) query: QueryEngine,
@@ -135,6 +138,8 @@ pub struct Node {
     pub(crate) writes: tokio::sync::watch::Sender<u64>,
     /// Log offsets stream readers still need (see `stream`).
     pub(crate) log_holds: Arc<crate::stream::LogHolds>,
+    /// User topics (see `topics`).
+    pub(crate) topics: Topics,
 }
 
 impl Node {
@@ -260,10 +265,14 @@ impl Node {
             "replayed the log"
         );
 
+        let topics = Topics::open(config.data_dir.join("topics"))?;
         let metrics = Metrics::new(&config.log.metrics);
         metrics
             .buffer_limit_bytes
             .set(gauge_value(config.buffer_limit_bytes));
+        for name in topics.names() {
+            metrics.register_topic(&name);
+        }
         let writer = LogWriter::start(config.log.clone())?;
         let compactions = Arc::new(CompactionHistory::default());
         let storage = Arc::new(Storage {
@@ -297,6 +306,7 @@ impl Node {
             metrics,
             writes: tokio::sync::watch::Sender::new(0),
             log_holds: Arc::default(),
+            topics,
         })
     }
 
@@ -543,7 +553,7 @@ impl Node {
     }
 }
 
-fn count_partitions(dir: &Path, name: &str) -> Result<u32> {
+pub(crate) fn count_partitions(dir: &Path, name: &str) -> Result<u32> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(|e| io(dir, e))? {
         let entry = entry.map_err(|e| io(dir, e))?;
@@ -570,7 +580,7 @@ fn count_partitions(dir: &Path, name: &str) -> Result<u32> {
     })
 }
 
-fn io(path: impl Into<PathBuf>, e: std::io::Error) -> Error {
+pub(crate) fn io(path: impl Into<PathBuf>, e: std::io::Error) -> Error {
     tidemark_storage::Error::Io {
         path: path.into(),
         source: e,
@@ -578,7 +588,7 @@ fn io(path: impl Into<PathBuf>, e: std::io::Error) -> Error {
     .into()
 }
 
-fn sync_dir(dir: &Path) -> Result<()> {
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
     std::fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| io(dir, e))
