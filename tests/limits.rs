@@ -337,3 +337,63 @@ fn query_limits_give_their_documented_errors() {
     }
     assert_eq!(s.query("db", "SELECT count(*) AS n FROM t")[0]["n"], 50_000);
 }
+
+#[test]
+fn topic_limits_give_their_documented_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(
+        tmp.path(),
+        &["--max-topics", "1", "--max-topic-partitions", "4"],
+    );
+    let create = |body: &str| s.request("POST", "/api/v3/topics", Some(body));
+
+    // --max-topic-partitions: 1 to 4.
+    for (partitions, status) in [(0, 400), (5, 400), (4, 201)] {
+        let (got, body) = create(&format!(
+            r#"{{"name": "t{partitions}", "partitions": {partitions}}}"#
+        ));
+        assert_eq!(got, status, "{body}");
+        if status == 400 {
+            assert_eq!(
+                error_of(&body),
+                format!("invalid request: a topic has 1 to 4 partitions, not {partitions}")
+            );
+        }
+    }
+    // --max-topics: t4 fits; a second does not.
+    let (status, body) = create(r#"{"name": "other", "partitions": 1}"#);
+    assert_eq!(status, 400);
+    assert_eq!(
+        error_of(&body),
+        "cannot create topic \"other\": the node already has the maximum of 1 topics"
+    );
+    // Names follow the database rules.
+    let (status, body) = create(r#"{"name": "../x"}"#);
+    assert_eq!(status, 400);
+    assert!(
+        error_of(&body).starts_with("invalid request: invalid topic name \"../x\""),
+        "{body}"
+    );
+
+    // A key over 64 KiB is refused, and the good record before it is not appended either.
+    let big = "k".repeat(70_000);
+    let (status, body) = s.post(
+        "/api/v3/topics/t4/records",
+        format!("{{\"value\": 1}}\n{{\"key\": \"{big}\", \"value\": 2}}\n"),
+    );
+    assert_eq!(status, 400);
+    assert_eq!(
+        error_of(&body),
+        "invalid request: record 2: its key is 70000 bytes, more than the 65536 a key may have"
+    );
+    let info: serde_json::Value =
+        serde_json::from_str(&s.request("GET", "/api/v3/topics/t4", None).1).unwrap();
+    assert!(
+        info["partitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["end_offset"] == 0),
+        "{info}"
+    );
+}

@@ -85,26 +85,39 @@ pub struct DeleteArgs {
     predicate: Option<String>,
 }
 
-fn send(
+/// Sends a JSON request (or none) and answers the response body.
+pub(super) fn send(
     method: reqwest::Method,
     host: &HostArg,
     path: &str,
     query: &[(&str, &str)],
     body: Option<Value>,
 ) -> anyhow::Result<String> {
+    let body = body
+        .map(|b| serde_json::to_vec(&b).map(|v| ("application/json", v)))
+        .transpose()?;
+    send_raw(method, host, path, query, body)
+}
+
+/// Sends a request with a body of the given content type (or none).
+pub(super) fn send_raw(
+    method: reqwest::Method,
+    host: &HostArg,
+    path: &str,
+    query: &[(&str, &str)],
+    body: Option<(&str, Vec<u8>)>,
+) -> anyhow::Result<String> {
     let url = format!("{}{path}", host.host.trim_end_matches('/'));
     let mut req = reqwest::blocking::Client::new()
         .request(method, url)
         .query(query);
-    if let Some(b) = body {
-        req = req
-            .header("content-type", "application/json")
-            .body(serde_json::to_vec(&b)?);
+    if let Some((content_type, b)) = body {
+        req = req.header("content-type", content_type).body(b);
     }
     check(req.send()?)
 }
 
-fn print(text: &str) -> anyhow::Result<ExitCode> {
+pub(super) fn print(text: &str) -> anyhow::Result<ExitCode> {
     if !text.is_empty() {
         println!("{text}");
     }

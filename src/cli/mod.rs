@@ -7,6 +7,7 @@ mod load;
 mod post;
 mod query;
 mod serve;
+mod topic;
 mod topology;
 mod write;
 
@@ -44,6 +45,9 @@ enum Command {
     /// Validate and explain dataflow topologies defined in YAML.
     #[command(subcommand)]
     Topology(topology::TopologyCommand),
+    /// Create, list and delete topics; produce and consume their records.
+    #[command(subcommand)]
+    Topic(topic::TopicCommand),
     /// Generate TSBS-style load (writes or queries) and report throughput and latency.
     #[command(subcommand)]
     Load(load::LoadCommand),
@@ -77,6 +81,7 @@ pub fn run() -> std::process::ExitCode {
         Command::Import(args) => import::run(args),
         Command::Load(cmd) => load::run(cmd),
         Command::Topology(cmd) => topology::run(cmd),
+        Command::Topic(cmd) => topic::run(cmd),
     };
     match result {
         Ok(code) => code,

@@ -83,6 +83,12 @@ pub struct ServeArgs {
     /// Most databases on the node.
     #[arg(long, env = "TIDEMARK_MAX_DATABASES", default_value_t = 100)]
     max_databases: usize,
+    /// Most topics on the node.
+    #[arg(long, env = "TIDEMARK_MAX_TOPICS", default_value_t = 100)]
+    max_topics: usize,
+    /// Most partitions of one topic.
+    #[arg(long, env = "TIDEMARK_MAX_TOPIC_PARTITIONS", default_value_t = 256)]
+    max_topic_partitions: u32,
     /// Time limit of one query, in seconds.
     #[arg(long, env = "TIDEMARK_QUERY_TIMEOUT_SECS", default_value_t = 300)]
     query_timeout_secs: u64,
@@ -157,6 +163,8 @@ async fn serve_main(args: ServeArgs) -> anyhow::Result<ExitCode> {
     };
     config.buffer_limit_bytes = args.buffer_limit_mb.saturating_mul(1024 * 1024);
     config.max_databases = args.max_databases;
+    config.topics.max_topics = args.max_topics;
+    config.topics.max_partitions = args.max_topic_partitions;
     config.max_columns_per_table = args.max_columns_per_table;
     config.max_tables_per_database = args.max_tables_per_database;
     config.log = LogWriterConfig {

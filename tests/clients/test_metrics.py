@@ -1,6 +1,7 @@
 """`/metrics` of a real `tidemark serve` parses with the Prometheus client library's
 OpenMetrics parser, and its counters move when writes and queries happen."""
 
+import json
 import urllib.request
 
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
@@ -74,3 +75,28 @@ def test_metrics_parse_and_move(server):  # noqa: F811
         pass
     _, last = scrape(base)
     assert value(last, "tidemark_query_errors_total", kind="sql") == 1
+
+
+def test_topic_metrics_parse_and_move(server):  # noqa: F811
+    base, _ = server
+    assert post(base, "/api/v3/topics", b'{"name": "metered", "partitions": 2}') == 201
+    families, before = scrape(base)
+    assert families.get("tidemark_topic_produced_records") == "counter"
+    assert value(before, "tidemark_topic_produced_records_total", topic="metered") == 0
+
+    records = "".join(f'{{"key": "k{i % 4}", "value": {{"n": {i}}}}}\n' for i in range(40)).encode()
+    assert post(base, "/api/v3/topics/metered/records", records) == 200
+    assert post(base, "/api/v3/topics/metered/records", b'{"value": 1}\nnot json\n') == 400
+    read = 0
+    for p in range(2):
+        url = f"{base}/api/v3/topics/metered/records?partition={p}&offset=earliest"
+        with urllib.request.urlopen(url, timeout=30) as resp:
+            read += len(json.loads(resp.read())["records"])
+    assert read == 40
+
+    _, after = scrape(base)
+    assert value(after, "tidemark_topic_produced_records_total", topic="metered") == 40
+    assert value(after, "tidemark_topic_consumed_records_total", topic="metered") == 40
+    produced_bytes = value(after, "tidemark_topic_produced_bytes_total", topic="metered")
+    assert produced_bytes == value(after, "tidemark_topic_consumed_bytes_total", topic="metered")
+    assert produced_bytes >= 40 * len('k0{"n":0}')

@@ -49,11 +49,15 @@ impl ApiError {
             NodeError::DatabaseNotFound(db) => {
                 ApiError::NotFound(format!("database {db:?} not found"))
             }
-            NodeError::TooManyDatabases { .. } | NodeError::Invalid(_) => {
-                ApiError::BadRequest(e.to_string())
+            NodeError::TooManyDatabases { .. }
+            | NodeError::TooManyTopics { .. }
+            | NodeError::Invalid(_) => ApiError::BadRequest(e.to_string()),
+            NodeError::TableNotFound { .. } | NodeError::TopicNotFound(_) => {
+                ApiError::NotFound(e.to_string())
             }
-            NodeError::TableNotFound { .. } => ApiError::NotFound(e.to_string()),
-            NodeError::DatabaseExists(_) => ApiError::Conflict(e.to_string()),
+            NodeError::DatabaseExists(_) | NodeError::TopicExists(_) => {
+                ApiError::Conflict(e.to_string())
+            }
             NodeError::Storage(s) => Self::from_storage(s),
             NodeError::Query(q) => Self::from_query(q),
         }

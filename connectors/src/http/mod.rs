@@ -1,5 +1,6 @@
 //! The HTTP API (axum): line protocol writes in the v1, v2 and v3 shapes, SQL queries,
-//! database and table administration, deletes, ping, health and Prometheus metrics.
+//! database and table administration, deletes, topologies, topics, ping, health and
+//! Prometheus metrics.
 //!
 //! A request body is read here, bounded by `max_request_bytes` both before and after gzip
 //! decoding (413 past it), then handed to `crate::write::write_lp` or the query engine.
@@ -8,6 +9,7 @@
 mod admin;
 mod error;
 mod query;
+mod topic;
 mod topology;
 mod write;
 
@@ -30,6 +32,7 @@ use tokio::sync::Semaphore;
 
 pub use admin::parse_duration;
 pub use error::{ApiError, Dialect};
+pub use topic::parse_records as parse_topic_records;
 
 use crate::line_protocol::LineLimits;
 
@@ -97,6 +100,15 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(
             "/api/v3/topologies/{name}",
             get(topology::status).delete(topology::remove),
+        )
+        .route("/api/v3/topics", post(topic::create).get(topic::list))
+        .route(
+            "/api/v3/topics/{name}",
+            get(topic::describe).delete(topic::delete),
+        )
+        .route(
+            "/api/v3/topics/{name}/records",
+            post(topic::produce).get(topic::consume),
         )
         .route("/ping", get(ping).head(ping))
         .route("/health", get(health))
