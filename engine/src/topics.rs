@@ -18,7 +18,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
@@ -64,6 +64,8 @@ pub(crate) struct Topics {
     admin: Mutex<()>,
     /// Bumped after every produce; caught-up consumers wait on it.
     produced: tokio::sync::watch::Sender<u64>,
+    /// Set at shutdown: consumers stop waiting for records.
+    closing: AtomicBool,
 }
 
 /// One record to produce.
@@ -207,6 +209,7 @@ impl Topics {
             map: RwLock::new(map),
             admin: Mutex::new(()),
             produced: tokio::sync::watch::Sender::new(0),
+            closing: AtomicBool::new(false),
         })
     }
 
@@ -371,6 +374,13 @@ impl Node {
         Ok(partitions.into_iter().zip(offsets).collect())
     }
 
+    /// Makes every consumer waiting for records answer now, and later ones not wait: the
+    /// node is shutting down.
+    pub fn end_topic_waits(&self) {
+        self.topics.closing.store(true, Ordering::Release);
+        self.topics.produced.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
     /// Reads records of one partition from `start`, waiting up to `limits.wait` for the
     /// first one when there is none yet.
     ///
@@ -407,7 +417,10 @@ impl Node {
             produced.mark_unchanged();
             let (records, next) = read_partition(&log, from, limits)?;
             from = next;
-            let left = deadline.saturating_duration_since(Instant::now());
+            let mut left = deadline.saturating_duration_since(Instant::now());
+            if self.topics.closing.load(Ordering::Acquire) {
+                left = Duration::ZERO;
+            }
             if !records.is_empty() || left.is_zero() {
                 let bytes = records
                     .iter()
@@ -570,5 +583,23 @@ mod tests {
         let f = waiting.await.unwrap().unwrap();
         assert_eq!(f.records[0].offset, 600);
         assert_eq!(f.records[0].value, b"next");
+
+        // At shutdown a waiting reader answers (empty) instead of waiting out its 10 minutes.
+        let reader = Arc::clone(&node);
+        let waiting = tokio::spawn(async move {
+            let wait = FetchLimits {
+                wait: Duration::from_secs(600),
+                ..limits(10, 100)
+            };
+            reader.consume("t", p, StartAt::Latest, wait).await
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        node.end_topic_waits();
+        let f = tokio::time::timeout(Duration::from_secs(60), waiting)
+            .await
+            .expect("the reader kept waiting after end_topic_waits")
+            .unwrap()
+            .unwrap();
+        assert!(f.records.is_empty());
     }
 }

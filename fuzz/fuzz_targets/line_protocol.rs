@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use libfuzzer_sys::fuzz_target;
-use tidemark_connectors::line_protocol::{LineLimits, Precision, parse_into};
+use tidemark_storage::line_protocol::{LineLimits, Precision, parse_into};
 use tidemark_storage::batch::WriteBuilder;
 use tidemark_storage::catalog::DatabaseSchema;
 

@@ -1,10 +1,13 @@
 //! Arbitrary bytes as a log segment: opening (recovery) and replaying (payload decoding)
-//! must return records or a corruption error, never panic or loop.
+//! must return records or a corruption error, never panic or loop. Each record's payload
+//! is decoded as what its kind says: a write batch or a topic record.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use tidemark_storage::log::PartitionLog;
-use tidemark_storage::payload;
+use tidemark_storage::log::KIND_WRITE_BATCH;
+use tidemark_storage::topic::KIND_TOPIC_RECORD;
+use tidemark_storage::{payload, topic};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(dir) = tempfile::tempdir() else { return };
@@ -16,7 +19,11 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     let _ = PartitionLog::open(&p, 0, &mut |record| {
-        let _ = payload::decode(record.payload);
+        match record.kind {
+            KIND_WRITE_BATCH => drop(payload::decode(record.payload)),
+            KIND_TOPIC_RECORD => drop(topic::decode(record.payload)),
+            _ => {}
+        }
         Ok(())
     });
 });

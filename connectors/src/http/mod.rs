@@ -191,6 +191,9 @@ pub async fn serve(
         });
     }
     drop(listener);
+    // Long-polling topic readers answer now with what they have, rather than holding the
+    // shutdown for up to their wait.
+    metrics_node.end_topic_waits();
     graceful.shutdown().await;
     Ok(())
 }
