@@ -42,6 +42,16 @@ fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.parse().ok())
 }
 
+/// The seed of the kill times: `TIDEMARK_CRASH_SEED`, or the clock.
+fn seed() -> u64 {
+    env_u64("TIDEMARK_CRASH_SEED").unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64)
+            | 1
+    })
+}
+
 /// The acknowledged row indexes of one cycle, from the load generator's ack log.
 fn acked_rows(ack_log: &std::path::Path) -> HashSet<u64> {
     let text = std::fs::read_to_string(ack_log).unwrap_or_default();
@@ -78,12 +88,7 @@ fn stored_rows(s: &Server, cycle_start: i64) -> Vec<u64> {
 #[test]
 fn random_kills_under_load_lose_no_acknowledged_row() {
     let cycles = env_u64("TIDEMARK_CRASH_CYCLES").unwrap_or(3);
-    let seed = env_u64("TIDEMARK_CRASH_SEED").unwrap_or_else(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(1, |d| d.as_nanos() as u64)
-            | 1
-    });
+    let seed = seed();
     eprintln!("crash harness: {cycles} cycles, TIDEMARK_CRASH_SEED={seed}");
     let mut rng = Rng(seed);
     let tmp = tempfile::tempdir().unwrap();
@@ -202,12 +207,7 @@ fn topic_partition(s: &Server, topic: &str, p: u32) -> Vec<(u64, serde_json::Val
 fn random_kills_under_produce_lose_no_acknowledged_record() {
     const BATCH: u64 = 200;
     let cycles = env_u64("TIDEMARK_CRASH_CYCLES").unwrap_or(3);
-    let seed = env_u64("TIDEMARK_CRASH_SEED").unwrap_or_else(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(1, |d| d.as_nanos() as u64)
-            | 1
-    });
+    let seed = seed();
     eprintln!("topic crash harness: {cycles} cycles, TIDEMARK_CRASH_SEED={seed}");
     let mut rng = Rng(seed);
     let tmp = tempfile::tempdir().unwrap();

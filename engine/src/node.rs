@@ -375,28 +375,9 @@ impl Node {
                 max: self.config.max_databases,
             });
         }
-        let root = self.log_root();
-        let tmp = root.join(format!(".tmp-{name}"));
         let partitions = self.config.partitions.max(1);
-        if tmp.exists() {
-            std::fs::remove_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
-        }
-        for p in 0..partitions {
-            let d = tmp.join(p.to_string());
-            std::fs::create_dir_all(&d).map_err(|e| io(&d, e))?;
-        }
-        sync_dir(&tmp)?;
-        let dir = root.join(name);
-        std::fs::rename(&tmp, &dir).map_err(|e| io(&dir, e))?;
-        sync_dir(&root)?;
-        let mut parts = Vec::with_capacity(partitions as usize);
-        for p in 0..partitions {
-            parts.push(Arc::new(PartitionLog::open(
-                &dir.join(p.to_string()),
-                p,
-                &mut |_| Ok(()),
-            )?));
-        }
+        let parts =
+            create_partition_logs(&self.log_root(), &format!(".tmp-{name}"), name, partitions)?;
         // The directory exists before the catalog names the database: a crash in between
         // leaves a directory that the next start adopts.
         self.store.commit(CatalogOp::CreateDatabase {
@@ -551,6 +532,41 @@ impl Node {
         }
         self.writer.shutdown();
     }
+}
+
+/// Creates the directory `root/name` of `partitions` empty partition logs and opens them.
+/// The directory is made complete under `root/tmp_name` and renamed into place (then `root`
+/// is synced), so a crash leaves either no directory or one with every partition.
+pub(crate) fn create_partition_logs(
+    root: &Path,
+    tmp_name: &str,
+    name: &str,
+    partitions: u32,
+) -> Result<Vec<Arc<PartitionLog>>> {
+    let tmp = root.join(tmp_name);
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
+    }
+    for p in 0..partitions {
+        let d = tmp.join(p.to_string());
+        std::fs::create_dir_all(&d).map_err(|e| io(&d, e))?;
+    }
+    sync_dir(&tmp)?;
+    let dir = root.join(name);
+    std::fs::rename(&tmp, &dir).map_err(|e| io(&dir, e))?;
+    sync_dir(root)?;
+    open_partition_logs(&dir, partitions)
+}
+
+/// Opens the partition logs `0..partitions` of `dir` without replaying them.
+pub(crate) fn open_partition_logs(dir: &Path, partitions: u32) -> Result<Vec<Arc<PartitionLog>>> {
+    (0..partitions)
+        .map(|p| {
+            PartitionLog::open(&dir.join(p.to_string()), p, &mut |_| Ok(()))
+                .map(Arc::new)
+                .map_err(Error::from)
+        })
+        .collect()
 }
 
 pub(crate) fn count_partitions(dir: &Path, name: &str) -> Result<u32> {

@@ -16,7 +16,7 @@
 //! `.tmp-delete-<name>` before removing it. A start removes any `.tmp-*` left by a crash.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -27,7 +27,9 @@ use tidemark_storage::log::{Append, PartitionLog};
 use tidemark_storage::topic::{self as codec, KIND_TOPIC_RECORD};
 
 use crate::error::{Error, Result};
-use crate::node::{Durability, Node, count_partitions, io, sync_dir};
+use crate::node::{
+    Durability, Node, count_partitions, create_partition_logs, io, open_partition_logs, sync_dir,
+};
 
 /// Limits on topics.
 #[derive(Debug, Clone, Copy)]
@@ -169,17 +171,6 @@ fn validate_topic_name(name: &str) -> Result<()> {
     })
 }
 
-fn open_partitions(dir: &Path, partitions: u32) -> Result<Vec<Arc<PartitionLog>>> {
-    (0..partitions)
-        .map(|p| {
-            // Topic records need no replay: reads go to the log itself.
-            PartitionLog::open(&dir.join(p.to_string()), p, &mut |_| Ok(()))
-                .map(Arc::new)
-                .map_err(Error::from)
-        })
-        .collect()
-}
-
 impl Topics {
     /// Opens every topic under `root`, removing what a crash left of a create or delete.
     pub(crate) fn open(root: PathBuf) -> Result<Self> {
@@ -199,7 +190,8 @@ impl Topics {
             validate_topic_name(&name)?;
             let partitions = count_partitions(&path, &name)?;
             let topic = Topic {
-                partitions: open_partitions(&path, partitions)?,
+                // Topic records need no replay: reads go to the log itself.
+                partitions: open_partition_logs(&path, partitions)?,
                 round_robin: AtomicU64::new(0),
             };
             map.insert(name, Arc::new(topic));
@@ -255,20 +247,13 @@ impl Node {
                 max: limits.max_topics,
             });
         }
-        let tmp = topics.root.join(format!(".tmp-create-{name}"));
-        if tmp.exists() {
-            std::fs::remove_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
-        }
-        for p in 0..partitions {
-            let d = tmp.join(p.to_string());
-            std::fs::create_dir_all(&d).map_err(|e| io(&d, e))?;
-        }
-        sync_dir(&tmp)?;
-        let dir = topics.root.join(name);
-        std::fs::rename(&tmp, &dir).map_err(|e| io(&dir, e))?;
-        sync_dir(&topics.root)?;
         let topic = Arc::new(Topic {
-            partitions: open_partitions(&dir, partitions)?,
+            partitions: create_partition_logs(
+                &topics.root,
+                &format!(".tmp-create-{name}"),
+                name,
+                partitions,
+            )?,
             round_robin: AtomicU64::new(0),
         });
         let info = topic.info(name);

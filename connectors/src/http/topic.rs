@@ -213,7 +213,12 @@ fn start_at(offset: Option<&str>) -> Result<StartAt, ApiError> {
     }
 }
 
-fn bounded(name: &str, value: Option<u64>, default: u64, max: u64) -> Result<u64, ApiError> {
+fn bounded<T: PartialOrd + std::fmt::Display>(
+    name: &str,
+    value: Option<T>,
+    default: T,
+    max: T,
+) -> Result<T, ApiError> {
     match value {
         None => Ok(default),
         Some(v) if v <= max => Ok(v),
@@ -232,20 +237,14 @@ pub async fn consume(
         ApiError::BadRequest("missing query parameter \"partition\": the partition to read".into())
     })?;
     let limits = FetchLimits {
-        max_records: bounded(
-            "limit",
-            params.limit.map(|v| v as u64),
-            DEFAULT_LIMIT as u64,
-            MAX_LIMIT as u64,
-        )?
-        .max(1) as usize,
+        max_records: bounded("limit", params.limit, DEFAULT_LIMIT, MAX_LIMIT)?.max(1),
         max_bytes: bounded(
             "max_bytes",
-            params.max_bytes.map(|v| v as u64),
-            DEFAULT_MAX_BYTES as u64,
-            MAX_MAX_BYTES as u64,
+            params.max_bytes,
+            DEFAULT_MAX_BYTES,
+            MAX_MAX_BYTES,
         )?
-        .max(1) as usize,
+        .max(1),
         wait: std::time::Duration::from_millis(bounded("wait_ms", params.wait_ms, 0, MAX_WAIT_MS)?),
     };
     let start = start_at(params.offset.as_deref())?;
