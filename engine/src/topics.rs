@@ -65,7 +65,7 @@ pub(crate) struct Topics {
     /// Serializes creates and deletes (each renames directories).
     admin: Mutex<()>,
     /// Bumped after every produce; caught-up consumers wait on it.
-    produced: tokio::sync::watch::Sender<u64>,
+    produced: Arc<tokio::sync::watch::Sender<u64>>,
     /// Set at shutdown: consumers stop waiting for records.
     closing: AtomicBool,
 }
@@ -200,7 +200,7 @@ impl Topics {
             root,
             map: RwLock::new(map),
             admin: Mutex::new(()),
-            produced: tokio::sync::watch::Sender::new(0),
+            produced: Arc::new(tokio::sync::watch::Sender::new(0)),
             closing: AtomicBool::new(false),
         })
     }
@@ -352,10 +352,24 @@ impl Node {
             return Ok(Vec::new());
         }
         let durable = durable && self.config.durability == Durability::Sync;
-        let offsets = self.writer.append(appends, durable).await?;
-        self.metrics
-            .topic_produced(name, partitions.len() as u64, bytes);
-        self.topics.produced.send_modify(|n| *n = n.wrapping_add(1));
+        let rx = self.writer.submit(appends, durable)?;
+        // Counted and announced in a task of its own, so that a producer hanging up cannot
+        // leave written records uncounted or waiting readers asleep.
+        let (count_records, count_bytes) = self.metrics.topic_produced(name);
+        let produced = Arc::clone(&self.topics.produced);
+        let records = partitions.len() as u64;
+        let written = tokio::spawn(async move {
+            let offsets = rx
+                .await
+                .map_err(|_| tidemark_storage::Error::WriterClosed)??;
+            count_records.inc_by(records);
+            count_bytes.inc_by(bytes);
+            produced.send_modify(|n| *n = n.wrapping_add(1));
+            Ok::<_, tidemark_storage::Error>(offsets)
+        });
+        let offsets = written.await.map_err(|e| {
+            tidemark_storage::Error::Internal(format!("produce task failed: {e}"))
+        })??;
         Ok(partitions.into_iter().zip(offsets).collect())
     }
 
