@@ -290,3 +290,32 @@ fn a_failed_fsync_poisons_the_log() -> Result<()> {
     assert!(writer.poisoned().is_some());
     Ok(())
 }
+
+/// A segment is rolled before the append that filled it is answered, so a caller that has
+/// its answer can remove the log's directory (drop a database, delete a topic) without a
+/// later roll failing there and poisoning the writer.
+#[test]
+fn the_roll_happens_before_the_answer() -> Result<()> {
+    let tmp = tempfile::tempdir().map_err(|e| Error::io("tmp", e))?;
+    let dir = tmp.path().join("p0");
+    let (log, _) = open_collect(&dir)?;
+    let log = Arc::new(log);
+    let other_dir = tmp.path().join("p1");
+    let (other, _) = open_collect(&other_dir)?;
+    let other = Arc::new(other);
+    let writer = LogWriter::start(LogWriterConfig {
+        segment_bytes: 100,
+        ..LogWriterConfig::default()
+    })?;
+    append(&writer, &log, &[7u8; 200])?;
+    assert_eq!(
+        log.segment_count(),
+        2,
+        "the full segment was not rolled yet"
+    );
+    std::fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    // The writer goes on with other logs.
+    assert_eq!(append(&writer, &other, b"next")?, 0);
+    assert_eq!(writer.poisoned(), None);
+    Ok(())
+}

@@ -333,15 +333,19 @@ fn commit_round(
     if needs_sync {
         sync_all(unsynced, config)?;
     }
+    // Roll before answering: once a caller has its answer, the writer no longer touches
+    // the logs it appended to, so a caller that then removes a log's directory (a dropped
+    // database, a deleted topic) cannot make a later roll fail there.
+    let rolled = touched.0.iter().try_for_each(|log| {
+        maybe_roll(log, config)
+            .map_err(|e| format!("rolling a segment of {}: {e}", log.dir.display()))
+    });
+    // The records are written (and synced when asked): their callers get their offsets
+    // even when a roll failed, which poisons the writer for what comes next.
     for (job, job_offsets) in jobs.drain(..).zip(offsets) {
         let _ = job.reply.send(Ok(job_offsets));
     }
-
-    for log in &touched.0 {
-        maybe_roll(log, config)
-            .map_err(|e| format!("rolling a segment of {}: {e}", log.dir.display()))?;
-    }
-    Ok(())
+    rolled
 }
 
 /// Writes a partition's staged records; returns the bytes written.
