@@ -64,6 +64,10 @@ pub(crate) struct Topics {
     map: RwLock<BTreeMap<String, Arc<Topic>>>,
     /// Serializes creates and deletes (each renames directories).
     admin: Mutex<()>,
+    /// Shared by produces until their records are written; exclusive for a delete, so no
+    /// append is in flight into a topic whose directory goes away (a segment roll there
+    /// would fail, and a failed append poisons the node's one log writer).
+    appends: Arc<tokio::sync::RwLock<()>>,
     /// Bumped after every produce; caught-up consumers wait on it.
     produced: Arc<tokio::sync::watch::Sender<u64>>,
     /// Set at shutdown: consumers stop waiting for records.
@@ -200,6 +204,7 @@ impl Topics {
             root,
             map: RwLock::new(map),
             admin: Mutex::new(()),
+            appends: Arc::default(),
             produced: Arc::new(tokio::sync::watch::Sender::new(0)),
             closing: AtomicBool::new(false),
         })
@@ -268,8 +273,9 @@ impl Node {
     /// # Errors
     /// `TopicNotFound`, I/O errors (the topic is gone from the node either way once its
     /// directory was renamed; a restart removes what is left).
-    pub fn delete_topic(&self, name: &str) -> Result<()> {
+    pub async fn delete_topic(&self, name: &str) -> Result<()> {
         let topics = &self.topics;
+        let _appends = topics.appends.write().await;
         let _admin = topics.admin.lock();
         if !topics.map.read().contains_key(name) {
             return Err(Error::TopicNotFound(name.to_string()));
@@ -318,6 +324,7 @@ impl Node {
         records: Vec<ProducerRecord>,
         durable: bool,
     ) -> Result<Vec<(u32, u64)>> {
+        let appending = Arc::clone(&self.topics.appends).read_owned().await;
         let topic = self.topics.get(name)?;
         let count = topic.partitions.len() as u32;
         let now = now_ns();
@@ -365,6 +372,7 @@ impl Node {
             count_records.inc_by(records);
             count_bytes.inc_by(bytes);
             produced.send_modify(|n| *n = n.wrapping_add(1));
+            drop(appending);
             Ok::<_, tidemark_storage::Error>(offsets)
         });
         let offsets = written.await.map_err(|e| {

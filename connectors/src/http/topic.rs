@@ -80,6 +80,7 @@ pub async fn delete(
     state
         .node
         .delete_topic(&name)
+        .await
         .map_err(ApiError::from_node)?;
     Ok(axum::Json(json!({ "deleted": name })).into_response())
 }
