@@ -76,7 +76,28 @@ pub fn partition_of(key: &[u8], partitions: u32) -> u32 {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    proptest! {
+        #[test]
+        fn any_key_and_value_round_trip(
+            key in proptest::option::of(proptest::collection::vec(any::<u8>(), 0..64)),
+            value in proptest::collection::vec(any::<u8>(), 0..256),
+        ) {
+            let bytes = encode(key.as_deref(), &value).unwrap();
+            prop_assert_eq!(decode(&bytes).unwrap(), TopicPayload { key: key.as_deref(), value: &value });
+        }
+
+        #[test]
+        fn any_bytes_decode_or_fail_cleanly(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+            if let Ok(p) = decode(&bytes) {
+                // Whatever decodes encodes back to the same bytes.
+                prop_assert_eq!(encode(p.key, p.value).unwrap(), bytes);
+            }
+        }
+    }
 
     #[test]
     fn round_trips_with_and_without_a_key() {
