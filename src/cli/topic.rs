@@ -24,6 +24,7 @@ pub enum TopicCommand {
     Create {
         #[command(flatten)]
         host: HostArg,
+        /// The topic.
         name: String,
         /// Partitions (the server's --partitions when not given).
         #[arg(long)]
@@ -38,12 +39,14 @@ pub enum TopicCommand {
     Describe {
         #[command(flatten)]
         host: HostArg,
+        /// The topic.
         name: String,
     },
     /// Delete a topic and its records.
     Delete {
         #[command(flatten)]
         host: HostArg,
+        /// The topic.
         name: String,
     },
     /// Append records, one a line, from a file or standard input.
@@ -53,6 +56,7 @@ pub enum TopicCommand {
     Produce {
         #[command(flatten)]
         host: HostArg,
+        /// The topic.
         name: String,
         /// Read from this file instead of standard input.
         file: Option<std::path::PathBuf>,
@@ -71,6 +75,7 @@ pub enum TopicCommand {
     Consume {
         #[command(flatten)]
         host: HostArg,
+        /// The topic.
         name: String,
         /// Only this partition (all of them, one after another, when not given).
         #[arg(long)]
