@@ -431,7 +431,7 @@ impl Node {
             appends.push(Append {
                 log: Arc::clone(target),
                 kind: KIND_WRITE_BATCH,
-                timestamp: 0,
+                timestamp: None,
                 payload: payload::encode(&part.tables)?,
             });
         }

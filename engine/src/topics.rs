@@ -79,7 +79,7 @@ pub(crate) struct Topics {
 pub struct ProducerRecord {
     pub key: Option<Vec<u8>>,
     pub value: Vec<u8>,
-    /// Nanoseconds since the Unix epoch; the time the node received it when absent.
+    /// Nanoseconds since the Unix epoch; the time the log writer writes it when absent.
     pub timestamp: Option<i64>,
 }
 
@@ -223,10 +223,6 @@ impl Topics {
     }
 }
 
-fn now_ns() -> i64 {
-    chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX)
-}
-
 impl Node {
     /// Creates a topic of `partitions` partitions.
     ///
@@ -243,14 +239,17 @@ impl Node {
         }
         let topics = &self.topics;
         let _admin = topics.admin.lock();
-        if topics.map.read().contains_key(name) {
-            return Err(Error::TopicExists(name.to_string()));
-        }
-        if topics.map.read().len() >= limits.max_topics {
-            return Err(Error::TooManyTopics {
-                name: name.to_string(),
-                max: limits.max_topics,
-            });
+        {
+            let map = topics.map.read();
+            if map.contains_key(name) {
+                return Err(Error::TopicExists(name.to_string()));
+            }
+            if map.len() >= limits.max_topics {
+                return Err(Error::TooManyTopics {
+                    name: name.to_string(),
+                    max: limits.max_topics,
+                });
+            }
         }
         let topic = Arc::new(Topic {
             partitions: create_partition_logs(
@@ -286,7 +285,7 @@ impl Node {
         topics.map.write().remove(name);
         self.metrics.forget_topic(name);
         sync_dir(&topics.root)?;
-        // Appends in flight hold the open segment files and finish into the removed ones.
+        // No append is in flight (the `appends` lock), so nothing writes here any more.
         std::fs::remove_dir_all(&doomed).map_err(|e| io(&doomed, e))?;
         tracing::info!(topic = name, "deleted topic");
         Ok(())
@@ -327,7 +326,6 @@ impl Node {
         let appending = Arc::clone(&self.topics.appends).read_owned().await;
         let topic = self.topics.get(name)?;
         let count = topic.partitions.len() as u32;
-        let now = now_ns();
         let max_key = self.config.topics.max_key_bytes;
         let mut appends = Vec::with_capacity(records.len());
         let mut partitions = Vec::with_capacity(records.len());
@@ -350,7 +348,7 @@ impl Node {
             appends.push(Append {
                 log: Arc::clone(topic.partition(name, p)?),
                 kind: KIND_TOPIC_RECORD,
-                timestamp: r.timestamp.unwrap_or(now),
+                timestamp: r.timestamp,
                 payload: codec::encode(r.key.as_deref(), &r.value)?,
             });
             partitions.push(p);
@@ -422,19 +420,15 @@ impl Node {
         let mut produced = self.topics.produced.subscribe();
         loop {
             produced.mark_unchanged();
-            let (records, next) = read_partition(&log, from, limits)?;
+            let (records, next, bytes) = read_partition(&log, from, limits)?;
             from = next;
             let mut left = deadline.saturating_duration_since(Instant::now());
             if self.topics.closing.load(Ordering::Acquire) {
                 left = Duration::ZERO;
             }
             if !records.is_empty() || left.is_zero() {
-                let bytes = records
-                    .iter()
-                    .map(|r| (r.value.len() + r.key.as_ref().map_or(0, Vec::len)) as u64)
-                    .sum();
                 self.metrics
-                    .topic_consumed(name, records.len() as u64, bytes);
+                    .topic_consumed(name, records.len() as u64, bytes as u64);
                 return Ok(Fetch {
                     records,
                     next_offset: from,
@@ -453,19 +447,25 @@ impl Node {
     }
 }
 
-/// Reads up to the limits from `from`; returns the records and the next offset.
+/// Reads up to the limits from `from`; returns the records, the offset to read from next
+/// and the records' key and value bytes.
 fn read_partition(
     log: &PartitionLog,
-    mut from: u64,
+    from: u64,
     limits: FetchLimits,
-) -> Result<(Vec<ConsumedRecord>, u64)> {
+) -> Result<(Vec<ConsumedRecord>, u64, usize)> {
     const CHUNK: usize = 256;
     let mut records = Vec::new();
     let mut bytes = 0usize;
+    let mut next = from;
     while records.len() < limits.max_records && bytes < limits.max_bytes {
         let want = CHUNK.min(limits.max_records - records.len());
         let before = records.len();
-        let next = log.read_some(from, want, &mut |r| {
+        log.read_some(next, want, &mut |r| {
+            // Records of the chunk past the byte bound are left for the next read.
+            if bytes >= limits.max_bytes {
+                return Ok(());
+            }
             let decoded = codec::decode(r.payload)?;
             bytes += decoded.value.len() + decoded.key.map_or(0, <[u8]>::len);
             records.push(ConsumedRecord {
@@ -474,24 +474,14 @@ fn read_partition(
                 key: decoded.key.map(<[u8]>::to_vec),
                 value: decoded.value.to_vec(),
             });
+            next = r.offset + 1;
             Ok(())
         })?;
-        from = next;
         if records.len() == before {
             break;
         }
     }
-    // A chunk may overshoot the byte bound: keep what reaches it, and read the rest next time.
-    let mut total = 0usize;
-    if let Some(cut) = records.iter().position(|r| {
-        total += r.value.len() + r.key.as_ref().map_or(0, Vec::len);
-        total >= limits.max_bytes
-    }) && cut + 1 < records.len()
-    {
-        records.truncate(cut + 1);
-        from = records[cut].offset + 1;
-    }
-    Ok((records, from))
+    Ok((records, next, bytes))
 }
 
 #[cfg(test)]
@@ -566,13 +556,33 @@ mod tests {
             .unwrap();
         assert!(f.records.is_empty());
         assert_eq!(f.next_offset, 600);
+        // A producer's timestamp is kept even when it is the epoch; without one, the record
+        // gets the time it was written.
+        let before = chrono::Utc::now().timestamp_nanos_opt().unwrap();
+        let epoch = ProducerRecord {
+            timestamp: Some(0),
+            ..record(Some("k"), "epoch")
+        };
+        let unstamped = ProducerRecord {
+            timestamp: None,
+            ..record(Some("k"), "now")
+        };
+        node.produce("t", vec![epoch, unstamped], true)
+            .await
+            .unwrap();
+        let f = node
+            .consume("t", p, StartAt::Offset(600), limits(10, 100))
+            .await
+            .unwrap();
+        assert_eq!(f.records[0].timestamp, 0);
+        assert!(f.records[1].timestamp >= before, "{:?}", f.records[1]);
         node.shutdown().await;
         drop(node);
 
         let node = Arc::new(Node::open(NodeConfig::new(dir.path())).unwrap());
         assert_eq!(
             node.topic("t").unwrap().partitions[p as usize].end_offset,
-            600
+            602
         );
         // A caught-up reader is woken by the next produce.
         let reader = Arc::clone(&node);
@@ -581,14 +591,14 @@ mod tests {
                 wait: Duration::from_secs(30),
                 ..limits(10, 100)
             };
-            reader.consume("t", p, StartAt::Offset(600), wait).await
+            reader.consume("t", p, StartAt::Offset(602), wait).await
         });
         tokio::time::sleep(Duration::from_millis(100)).await;
         node.produce("t", vec![record(Some("k"), "next")], true)
             .await
             .unwrap();
         let f = waiting.await.unwrap().unwrap();
-        assert_eq!(f.records[0].offset, 600);
+        assert_eq!(f.records[0].offset, 602);
         assert_eq!(f.records[0].value, b"next");
 
         // At shutdown a waiting reader answers (empty) instead of waiting out its 10 minutes.

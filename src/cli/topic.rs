@@ -211,8 +211,9 @@ fn produce(
                 Some(("application/jsonl", std::mem::take(batch).into_bytes())),
             )?;
             sent += records.len() as u64;
+        } else {
+            batch.clear();
         }
-        batch.clear();
         Ok(())
     };
     let mut lines_in_batch = 0usize;

@@ -20,7 +20,8 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use tidemark_engine::topics::{FetchLimits, ProducerRecord, StartAt, TopicInfo};
 
@@ -94,7 +95,8 @@ pub struct ProduceParams {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Line {
-    value: Value,
+    /// Checked to be JSON, and kept as the text it was sent as.
+    value: Box<RawValue>,
     #[serde(default)]
     key: Option<String>,
     #[serde(default)]
@@ -140,8 +142,7 @@ pub fn parse_records(body: &[u8]) -> Result<Vec<ProducerRecord>, Vec<String>> {
                 let timestamp = l.timestamp.as_ref().map(Timestamp::nanos).transpose()?;
                 Ok(ProducerRecord {
                     key: l.key.map(String::into_bytes),
-                    value: serde_json::to_vec(&l.value)
-                        .map_err(|e| format!("cannot encode the value: {e}"))?,
+                    value: l.value.get().as_bytes().to_vec(),
                     timestamp,
                 })
             });
@@ -254,29 +255,63 @@ pub async fn consume(
         .consume(&name, partition, start, limits)
         .await
         .map_err(ApiError::from_node)?;
-    let records: Vec<Value> = fetch
+    let records = fetch
         .records
         .iter()
-        .map(|r| {
-            json!({
-                "offset": r.offset,
-                "timestamp": chrono::DateTime::from_timestamp_nanos(r.timestamp)
-                    .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
-                "key": r.key.as_ref().map(|k| String::from_utf8_lossy(k)),
-                // Values were JSON when produced; anything else reads back as a string.
-                "value": serde_json::from_slice::<Value>(&r.value)
-                    .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&r.value).into_owned())),
-            })
+        .map(|r| RecordOut {
+            offset: r.offset,
+            timestamp: chrono::DateTime::from_timestamp_nanos(r.timestamp)
+                .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+            key: r.key.as_deref().map(String::from_utf8_lossy),
+            value: ValueOut::of(&r.value),
         })
         .collect();
-    Ok(axum::Json(json!({
-        "topic": name,
-        "partition": partition,
-        "records": records,
-        "next_offset": fetch.next_offset,
-        "end_offset": fetch.end_offset,
-    }))
+    Ok(axum::Json(FetchOut {
+        topic: &name,
+        partition,
+        records,
+        next_offset: fetch.next_offset,
+        end_offset: fetch.end_offset,
+    })
     .into_response())
+}
+
+/// A consume answer, serialized without building a JSON tree of the values.
+#[derive(Serialize)]
+struct FetchOut<'a> {
+    topic: &'a str,
+    partition: u32,
+    records: Vec<RecordOut<'a>>,
+    next_offset: u64,
+    end_offset: u64,
+}
+
+#[derive(Serialize)]
+struct RecordOut<'a> {
+    offset: u64,
+    timestamp: String,
+    key: Option<std::borrow::Cow<'a, str>>,
+    value: ValueOut<'a>,
+}
+
+/// A stored value: the JSON it was produced as, or (were it not JSON) a string.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum ValueOut<'a> {
+    Json(&'a RawValue),
+    Text(std::borrow::Cow<'a, str>),
+}
+
+impl<'a> ValueOut<'a> {
+    fn of(bytes: &'a [u8]) -> Self {
+        std::str::from_utf8(bytes)
+            .ok()
+            .and_then(|s| serde_json::from_str::<&RawValue>(s).ok())
+            .map_or_else(
+                || ValueOut::Text(String::from_utf8_lossy(bytes)),
+                ValueOut::Json,
+            )
+    }
 }
 
 fn info_json(info: &TopicInfo) -> Value {

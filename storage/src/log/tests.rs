@@ -19,7 +19,7 @@ fn append(writer: &LogWriter, log: &Arc<PartitionLog>, payload: &[u8]) -> Result
         vec![Append {
             log: Arc::clone(log),
             kind: KIND_WRITE_BATCH,
-            timestamp: 0,
+            timestamp: None,
             payload: payload.to_vec(),
         }],
         true,

@@ -100,7 +100,9 @@ impl std::fmt::Debug for LogWriterConfig {
 pub struct Append {
     pub log: Arc<PartitionLog>,
     pub kind: u8,
-    pub timestamp: i64,
+    /// The record's time (ns since the epoch); `None` stamps it with the time the writer
+    /// writes it.
+    pub timestamp: Option<i64>,
     pub payload: Vec<u8>,
 }
 
@@ -312,7 +314,7 @@ fn commit_round(
         let mut job_offsets = Vec::with_capacity(job.appends.len());
         for a in &job.appends {
             let mut active = a.log.active.lock();
-            let ts = if a.timestamp == 0 { now } else { a.timestamp };
+            let ts = a.timestamp.unwrap_or(now);
             job_offsets.push(a.log.stage(&mut active, a.kind, ts, &a.payload));
             drop(active);
             config.metrics.appends.inc();
@@ -333,7 +335,7 @@ fn commit_round(
     if needs_sync {
         sync_all(unsynced, config)?;
     }
-    // Roll before answering: once a caller has its answer, the writer no longer touches
+    // Roll before answering: once a caller has its answer, the writer creates no file in
     // the logs it appended to, so a caller that then removes a log's directory (a dropped
     // database, a deleted topic) cannot make a later roll fail there.
     let rolled = touched.0.iter().try_for_each(|log| {
