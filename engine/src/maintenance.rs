@@ -130,15 +130,29 @@ pub fn finish_interrupted_drops(data_dir: &Path, store: &CatalogStore) -> Result
     Ok(())
 }
 
-/// Deletes Parquet files no committed catalog op owns (written by an operation that never
-/// committed) and closes the intents of such operations.
+/// Clears the table directories of files no committed catalog op owns.
+///
+/// A file named by an open intent was being written by an operation that never committed
+/// (an interrupted persist or compaction): it holds nothing the log or other files do not,
+/// and is deleted. Any other unknown file (one a compaction replaced just before a crash,
+/// or one the catalog lost track of through damage) is never deleted: it is moved to
+/// `<data-dir>/quarantine/` under its own relative path, with a warning, since its rows
+/// may exist nowhere else. The intents are then closed.
 ///
 /// # Errors
 /// I/O and catalog errors.
 pub fn collect_orphans(data_dir: &Path, store: &CatalogStore) -> Result<()> {
     let live: HashSet<PathBuf> = store.read(|s| s.live_paths().map(|p| data_dir.join(p)).collect());
+    let intended: HashSet<PathBuf> = store.read(|s| {
+        s.intents
+            .values()
+            .flatten()
+            .map(|p| data_dir.join(p))
+            .collect()
+    });
     let root = data_dir.join("tables");
-    let mut removed = 0;
+    let quarantine = data_dir.join(QUARANTINE_DIR);
+    let (mut removed, mut quarantined) = (0, 0);
     let mut stack = vec![root.clone()];
     while let Some(dir) = stack.pop() {
         let Ok(entries) = std::fs::read_dir(&dir) else {
@@ -149,23 +163,107 @@ pub fn collect_orphans(data_dir: &Path, store: &CatalogStore) -> Result<()> {
             let path = entry.path();
             if entry.file_type().map_err(|e| io(&path, e))?.is_dir() {
                 stack.push(path);
-            } else if !live.contains(&path) {
+            } else if live.contains(&path) {
+                continue;
+            } else if intended.contains(&path) {
                 remove_file_and_empty_dirs(&path, &root)?;
                 removed += 1;
+            } else {
+                let rel = path.strip_prefix(data_dir).unwrap_or(&path);
+                let mut target = quarantine.join(rel);
+                let mut n = 1;
+                while target.exists() {
+                    target = quarantine.join(format!("{}.{n}", rel.display()));
+                    n += 1;
+                }
+                if let Some(parent) = target.parent() {
+                    std::fs::create_dir_all(parent).map_err(|e| io(parent, e))?;
+                }
+                std::fs::rename(&path, &target).map_err(|e| io(&path, e))?;
+                tracing::warn!(
+                    file = %path.display(),
+                    moved_to = %target.display(),
+                    "a table file that no catalog entry owns was moved to quarantine (not deleted: its rows may exist nowhere else)"
+                );
+                quarantined += 1;
             }
         }
+    }
+    if quarantined > 0 {
+        tidemark_storage::log::sync_dir(&quarantine)?;
     }
     let open: Vec<u64> = store.read(|s| s.intents.keys().copied().collect());
     for op_id in open {
         store.commit(CatalogOp::AbortIntent { op_id })?;
     }
     if removed > 0 {
-        tracing::warn!(
+        tracing::info!(
             files = removed,
-            "removed files no committed catalog entry owns (written by an interrupted persist or compaction, or replaced by a compaction before a crash)"
+            "removed files of operations interrupted before they committed"
+        );
+    }
+    if quarantined > 0 {
+        tracing::warn!(
+            files = quarantined,
+            dir = %quarantine.display(),
+            "moved table files no committed catalog entry owns to quarantine; a compaction interrupted by a crash leaves some (safe to delete once checked)"
         );
     }
     Ok(())
+}
+
+/// Where start-up moves table files the catalog does not know.
+pub const QUARANTINE_DIR: &str = "quarantine";
+
+/// Refuses to open a data directory whose catalog is missing while it holds data: a new
+/// catalog would not know the table files (and would lose retention settings and deletes).
+///
+/// # Errors
+/// [`tidemark_storage::Error::MissingCatalog`] naming what was found.
+pub fn check_catalog_present(data_dir: &Path) -> Result<()> {
+    let catalog = data_dir.join("catalog");
+    if tidemark_storage::catalog_store::exists(&catalog) {
+        return Ok(());
+    }
+    let mut found = Vec::new();
+    let mut stack = vec![data_dir.join("tables")];
+    let mut files = 0u64;
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            match entry.file_type() {
+                Ok(t) if t.is_dir() => stack.push(entry.path()),
+                Ok(_) => files += 1,
+                Err(_) => {}
+            }
+        }
+    }
+    if files > 0 {
+        found.push(format!("{files} table file(s) under tables/"));
+    }
+    let databases: Vec<String> = std::fs::read_dir(data_dir.join("log"))
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| !n.starts_with('.'))
+                .collect()
+        })
+        .unwrap_or_default();
+    if !databases.is_empty() {
+        found.push(format!("the logs of database(s) {}", databases.join(", ")));
+    }
+    if found.is_empty() {
+        return Ok(());
+    }
+    Err(tidemark_storage::Error::MissingCatalog {
+        path: catalog,
+        what: found.join(" and "),
+    }
+    .into())
 }
 
 fn io(path: impl Into<PathBuf>, e: std::io::Error) -> Error {
@@ -426,6 +524,13 @@ impl Node {
             tables: columns_of,
             files: written,
             wal_persisted: upto.clone(),
+            // Only what is fsynced: a power loss may take back the rest of the log, which
+            // is not damage.
+            wal_written: log
+                .partitions
+                .iter()
+                .map(|p| p.synced_next_offset())
+                .collect(),
         })?;
         failpoint::hit("persist_after_commit");
         for (_, tb, snap) in &taken {

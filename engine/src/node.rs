@@ -161,6 +161,7 @@ impl Node {
             std::fs::canonicalize(&config.data_dir).map_err(|e| io(&config.data_dir, e))?;
         let log_root = config.data_dir.join("log");
         std::fs::create_dir_all(&log_root).map_err(|e| io(&log_root, e))?;
+        maintenance::check_catalog_present(&config.data_dir)?;
         let store = Arc::new(CatalogStore::open(&config.data_dir.join("catalog"))?);
         maintenance::finish_interrupted_drops(&config.data_dir, &store)?;
         maintenance::collect_orphans(&config.data_dir, &store)?;
@@ -214,7 +215,8 @@ impl Node {
             let mut parts = Vec::with_capacity(partitions as usize);
             for p in 0..partitions {
                 let persisted = state.wal_persisted.get(p as usize).copied().unwrap_or(0);
-                let log = PartitionLog::open(&dir.join(p.to_string()), p, &mut |record| {
+                let must_reach = state.log_must_reach(p as usize);
+                let log = PartitionLog::open_reaching(&dir.join(p.to_string()), p, must_reach, &mut |record| {
                     if record.kind != KIND_WRITE_BATCH {
                         return Ok(());
                     }
@@ -473,6 +475,20 @@ impl Node {
         match &result {
             Ok(_) => self.metrics.query_done(started.elapsed()),
             Err(e) => self.metrics.query_error(e.kind()),
+        }
+        Ok(result?)
+    }
+
+    /// Plans read-only SQL against a database and starts it; the caller reads the batches
+    /// and reports the outcome with [`Metrics::query_done`] or [`Metrics::query_error`]
+    /// (planning errors are counted here).
+    ///
+    /// # Errors
+    /// See [`QueryEngine::sql_stream`].
+    pub async fn query_stream(&self, db: &str, sql: &str) -> Result<tidemark_query::QueryStream> {
+        let result = self.query.sql_stream(db, sql).await;
+        if let Err(e) = &result {
+            self.metrics.query_error(e.kind());
         }
         Ok(result?)
     }

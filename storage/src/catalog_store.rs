@@ -7,8 +7,9 @@
 //! written to a new checkpoint (temp file, fsync, rename, fsync dir), a new log is started
 //! and the old files are removed, so start-up reads one checkpoint and a short log.
 //!
-//! A torn last record (a crash mid-append) was never acknowledged and is cut off on open;
-//! damage anywhere else stops the node with the file and byte. Formats: `storage/FORMAT.md`.
+//! A torn last record (a crash mid-append: shorter than its length says) was never
+//! acknowledged and is cut off on open; any complete record that fails its checksum, the
+//! last one included, stops the node with the file and byte. Formats: `storage/FORMAT.md`.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -141,10 +142,18 @@ pub fn decode_log(path: &Path, data: &[u8]) -> Result<(u64, Vec<CatalogOp>, usiz
         }
         let body = &data[pos + RECORD_HEADER_LEN..end];
         if crc32c::crc32c(body) != u32_at(data, pos + 4) {
-            if end == data.len() {
-                break; // a torn write of the last record
-            }
-            return Err(corrupt(path, pos as u64, "CRC-32C mismatch"));
+            // A complete record whose checksum fails is damage, even the last one: an
+            // append that was cut short leaves a record shorter than its length (above).
+            // Cutting it off would drop an acknowledged change (and the files it owns).
+            return Err(corrupt(
+                path,
+                pos as u64,
+                format!(
+                    "record {} of {} bytes fails its CRC-32C (the file is damaged, not torn)",
+                    ops.len(),
+                    len
+                ),
+            ));
         }
         if body.first() != Some(&OP_VERSION) {
             return Err(corrupt(path, pos as u64, "unsupported op version"));
@@ -213,6 +222,17 @@ fn create_log(dir: &Path, seq: u64) -> Result<(File, PathBuf)> {
     f.sync_all().map_err(|e| Error::io(&path, e))?;
     sync_dir(dir)?;
     Ok((f, path))
+}
+
+/// Whether `dir` holds a catalog (a checkpoint or a log).
+pub fn exists(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|entries| {
+        entries.flatten().any(|e| {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            name.ends_with(".ckpt") || name.ends_with(".clog")
+        })
+    })
 }
 
 impl CatalogStore {
@@ -449,6 +469,27 @@ mod tests {
         std::fs::write(&path, &data).unwrap();
         let err = CatalogStore::open(dir.path()).unwrap_err().to_string();
         assert!(err.contains("CRC-32C") && err.contains(".clog"), "{err}");
+    }
+
+    #[test]
+    fn a_flipped_byte_in_the_last_record_is_damage_not_a_torn_write() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = CatalogStore::open(dir.path()).unwrap();
+            store.commit(create("a")).unwrap();
+            store.commit(create("b")).unwrap();
+        }
+        let path = dir.path().join(log_name(0));
+        let mut data = std::fs::read(&path).unwrap();
+        let last = data.len() - 2;
+        data[last] ^= 0x01;
+        std::fs::write(&path, &data).unwrap();
+        let err = CatalogStore::open(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("record 1") && err.contains("damaged"), "{err}");
+        // Nothing was cut: the file is as it was.
+        assert_eq!(std::fs::read(&path).unwrap(), data);
+        assert!(exists(dir.path()));
+        assert!(!exists(&dir.path().join("nothing")));
     }
 
     /// A state and the ops that built it, touching every part of the state.

@@ -111,6 +111,9 @@ pub struct DatabaseState {
     pub retention_ns: Option<i64>,
     /// Per partition: records below this offset are in Parquet files.
     pub wal_persisted: Vec<u64>,
+    /// Per partition: the log reached this offset (recorded at each persist).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub wal_written: Vec<u64>,
     pub tables: BTreeMap<String, TableState>,
     pub tombstones: Vec<Tombstone>,
     /// Tables dropped, with the per-partition log offset after the drop: replay skips the
@@ -119,6 +122,19 @@ pub struct DatabaseState {
 }
 
 impl DatabaseState {
+    /// The offset partition `p`'s log must reach at least: what the catalog saw written
+    /// (persists, deletes and drops record the log's end).
+    pub fn log_must_reach(&self, p: usize) -> u64 {
+        let at = |v: &Vec<u64>| v.get(p).copied().unwrap_or(0);
+        self.tombstones
+            .iter()
+            .map(|t| at(&t.wal_next))
+            .chain(self.dropped_tables.values().map(at))
+            .chain([at(&self.wal_persisted), at(&self.wal_written)])
+            .max()
+            .unwrap_or(0)
+    }
+
     /// Retention of a table: its own, else the database's.
     pub fn retention_of(&self, table: &str) -> Option<i64> {
         self.tables
@@ -174,6 +190,10 @@ pub enum CatalogOp {
         tables: BTreeMap<String, Vec<(String, ColumnKind)>>,
         files: Vec<(String, FileMeta)>,
         wal_persisted: Vec<u64>,
+        /// Per partition, where the log ended when the persist committed: a log found
+        /// shorter at start lost segments (absent in catalogs written before it existed).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        wal_written: Vec<u64>,
     },
     /// Files replaced (compaction) or removed (retention).
     ReplaceFiles {
@@ -267,6 +287,7 @@ impl CatalogState {
                 tables,
                 files,
                 wal_persisted,
+                wal_written,
             } => {
                 let d = self.databases.get_mut(db).ok_or_else(|| missing_db(db))?;
                 if wal_persisted.len() != d.wal_persisted.len() {
@@ -294,6 +315,13 @@ impl CatalogState {
                 }
                 for (have, new) in d.wal_persisted.iter_mut().zip(wal_persisted) {
                     *have = (*have).max(*new);
+                }
+                if !wal_written.is_empty() {
+                    d.wal_written
+                        .resize(wal_written.len().max(d.wal_written.len()), 0);
+                    for (have, new) in d.wal_written.iter_mut().zip(wal_written) {
+                        *have = (*have).max(*new);
+                    }
                 }
                 self.next_snapshot = self.next_snapshot.max(snapshot + 1);
                 self.intents.remove(op_id);
@@ -407,6 +435,7 @@ mod tests {
                 tables: BTreeMap::new(),
                 files: vec![],
                 wal_persisted: vec![1],
+                wal_written: vec![],
             })
             .is_err()
         );
@@ -427,12 +456,16 @@ mod tests {
             )]),
             files: vec![("cpu".into(), file(4))],
             wal_persisted: vec![10, 0],
+            wal_written: vec![12, 3],
         })
         .unwrap();
         assert!(s.intents.is_empty());
         assert_eq!(s.next_file_id, 5);
         assert_eq!(s.next_snapshot, 4);
         assert_eq!(s.databases["db"].wal_persisted, [10, 0]);
+        assert_eq!(s.databases["db"].wal_written, [12, 3]);
+        assert_eq!(s.databases["db"].log_must_reach(0), 12);
+        assert_eq!(s.databases["db"].log_must_reach(1), 3);
         s.apply(&CatalogOp::ReplaceFiles {
             op_id: None,
             db: "db".into(),

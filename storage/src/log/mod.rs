@@ -66,6 +66,8 @@ pub struct PartitionLog {
     written_next_offset: AtomicU64,
     /// Length of the active segment's written prefix, for readers.
     written_len: AtomicU64,
+    /// Offset after the last record known to be fsynced (or found on disk at open).
+    synced_next_offset: AtomicU64,
 }
 
 impl PartitionLog {
@@ -77,6 +79,21 @@ impl PartitionLog {
     pub fn open(
         dir: &Path,
         partition: u32,
+        replay: &mut dyn FnMut(Record<'_>) -> Result<()>,
+    ) -> Result<Self> {
+        Self::open_reaching(dir, partition, 0, replay)
+    }
+
+    /// [`PartitionLog::open`] of a log known to reach at least offset `must_reach` (the
+    /// catalog saw it written): a log that ends before it lost segment files and is
+    /// refused before anything is changed on disk.
+    ///
+    /// # Errors
+    /// As [`PartitionLog::open`], and [`Error::LogEndsEarly`].
+    pub fn open_reaching(
+        dir: &Path,
+        partition: u32,
+        must_reach: u64,
         replay: &mut dyn FnMut(Record<'_>) -> Result<()>,
     ) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
@@ -116,6 +133,15 @@ impl PartitionLog {
                 base_offset: base,
                 path,
                 index: outcome.index,
+            });
+        }
+
+        if next_offset < must_reach {
+            return Err(Error::LogEndsEarly {
+                path: dir.to_path_buf(),
+                partition,
+                end: next_offset,
+                expected: must_reach,
             });
         }
 
@@ -179,6 +205,7 @@ impl PartitionLog {
             segments: RwLock::new(segments),
             written_next_offset: AtomicU64::new(next_offset),
             written_len: AtomicU64::new(written_len),
+            synced_next_offset: AtomicU64::new(next_offset),
         })
     }
 
@@ -193,6 +220,13 @@ impl PartitionLog {
     /// Offset the next appended record will get (records below it are readable).
     pub fn next_offset(&self) -> u64 {
         self.written_next_offset.load(Ordering::Acquire)
+    }
+
+    /// Offset after the last record known to be on disk (fsynced by the writer, or
+    /// found there at open): what the catalog may record as reached, since a power loss
+    /// can take back only what is above it.
+    pub fn synced_next_offset(&self) -> u64 {
+        self.synced_next_offset.load(Ordering::Acquire)
     }
 
     /// Offset of the oldest record still in the log (older segments were removed).

@@ -319,3 +319,33 @@ fn the_roll_happens_before_the_answer() -> Result<()> {
     assert_eq!(writer.poisoned(), None);
     Ok(())
 }
+
+#[test]
+fn a_log_shorter_than_the_catalog_saw_is_refused_untouched() -> Result<()> {
+    let tmp = tempfile::tempdir().map_err(|e| Error::io("tmp", e))?;
+    let dir = tmp.path().join("p0");
+    {
+        let log = Arc::new(open_collect(&dir)?.0);
+        let writer = LogWriter::start(LogWriterConfig::default())?;
+        for i in 0..4u8 {
+            append(&writer, &log, &[i; 3])?;
+        }
+        // What the writer fsynced is what a persist may record.
+        assert_eq!(log.synced_next_offset(), 4);
+    }
+    let before = std::fs::read(only_segment(&dir)).map_err(|e| Error::io("read", e))?;
+    let err = PartitionLog::open_reaching(&dir, 0, 9, &mut |_| Ok(()));
+    assert!(
+        matches!(err, Err(Error::LogEndsEarly { end: 4, expected: 9, .. })),
+        "{err:?}"
+    );
+    // Missing entirely: refused, and no new segment takes its place.
+    std::fs::remove_file(only_segment(&dir)).map_err(|e| Error::io("rm", e))?;
+    assert!(PartitionLog::open_reaching(&dir, 0, 4, &mut |_| Ok(())).is_err());
+    let left = std::fs::read_dir(&dir).map_err(|e| Error::io("ls", e))?.count();
+    assert_eq!(left, 0);
+    std::fs::write(only_segment(&dir), &before).map_err(|e| Error::io("write", e))?;
+    let log = PartitionLog::open_reaching(&dir, 0, 4, &mut |_| Ok(()))?;
+    assert_eq!(log.next_offset(), 4);
+    Ok(())
+}

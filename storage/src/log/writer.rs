@@ -390,6 +390,7 @@ fn sync_all(unsynced: &mut DirtySet, config: &LogWriterConfig) -> std::result::R
                 .map_err(|e| format!("fdatasync of {}: {e}", log.dir.display()))?;
             active.unsynced = false;
         }
+        mark_synced(&log);
     }
     Ok(())
 }
@@ -401,6 +402,7 @@ fn maybe_roll(log: &PartitionLog, config: &LogWriterConfig) -> Result<()> {
         return Ok(());
     }
     fsync(config, &active.file).map_err(|e| Error::io(&log.dir, e))?;
+    mark_synced(log);
     let base = active.next_offset;
     let (file, path) = segment::create(&log.dir, base)?;
     active.file = file;
@@ -416,6 +418,15 @@ fn maybe_roll(log: &PartitionLog, config: &LogWriterConfig) -> Result<()> {
     log.written_len
         .store(active.len, std::sync::atomic::Ordering::Release);
     Ok(())
+}
+
+/// Called after an fsync of the active segment: everything written is on disk.
+fn mark_synced(log: &PartitionLog) {
+    let written = log
+        .written_next_offset
+        .load(std::sync::atomic::Ordering::Acquire);
+    log.synced_next_offset
+        .fetch_max(written, std::sync::atomic::Ordering::AcqRel);
 }
 
 fn now_nanos() -> i64 {

@@ -1,0 +1,166 @@
+//! Damage to the data directory never turns into silent loss: a flipped byte in the last
+//! catalog record, a missing catalog and a missing log segment each make the node refuse
+//! to start, naming what is wrong, with every table file left in place; repaired, the node
+//! starts with every acknowledged row. A table file no catalog entry owns is quarantined,
+//! never deleted.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{BIN, Server, table_files};
+
+/// Starts `tidemark serve` on `data` expecting it to refuse; returns its stderr.
+fn refused_start(data: &Path) -> String {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--http-bind", "127.0.0.1:0", "--data-dir"])
+        .arg(data)
+        .env("TIDEMARK_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(!status.success());
+            let mut err = String::new();
+            use std::io::Read;
+            child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+            return err;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the server started on a damaged data directory");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A data directory with 3,000 acknowledged rows, persisted to Parquet by a graceful stop.
+fn persisted(tmp: &Path) -> (PathBuf, std::collections::HashSet<PathBuf>) {
+    let data = tmp.join("data");
+    let server = Server::start_on(data.clone(), vec!["--partitions".into(), "2".into()]);
+    for chunk in 0..3 {
+        let lines: Vec<String> = (0..1000)
+            .map(|i| {
+                let n = chunk * 1000 + i;
+                format!("cpu,host=h{} v={n} {}", n % 7, 1_700_000_000_000_000_000i64 + n)
+            })
+            .collect();
+        assert_eq!(server.write_v3("db", &lines.join("\n")).0, 204);
+    }
+    assert!(server.terminate().success());
+    let files = table_files(&data);
+    assert!(!files.is_empty(), "the stop persisted the buffer");
+    (data, files)
+}
+
+fn assert_all_rows(data: &Path) {
+    let server = Server::start_on(data.to_path_buf(), vec![]);
+    assert_eq!(server.count("db", "cpu"), 3000);
+    let rows = server.query("db", "SELECT sum(v) AS s FROM cpu");
+    assert_eq!(rows[0]["s"], (0..3000).sum::<i64>() as f64);
+}
+
+fn newest_catalog_log(data: &Path) -> PathBuf {
+    let mut logs: Vec<PathBuf> = std::fs::read_dir(data.join("catalog"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "clog"))
+        .collect();
+    logs.sort();
+    logs.pop().unwrap()
+}
+
+#[test]
+fn a_flipped_byte_in_the_last_catalog_record_is_refused_not_cut() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, files) = persisted(tmp.path());
+    let log = newest_catalog_log(&data);
+    let original = std::fs::read(&log).unwrap();
+    let mut damaged = original.clone();
+    let at = damaged.len() - 10;
+    damaged[at] ^= 0x20;
+    std::fs::write(&log, &damaged).unwrap();
+
+    let err = refused_start(&data);
+    assert!(err.contains("damaged, not torn") && err.contains(".clog"), "{err}");
+    assert_eq!(table_files(&data), files, "no table file may be touched");
+    assert_eq!(std::fs::read(&log).unwrap(), damaged, "the record is not cut off");
+
+    std::fs::write(&log, &original).unwrap();
+    assert_all_rows(&data);
+}
+
+#[test]
+fn a_missing_catalog_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, files) = persisted(tmp.path());
+    let aside = tmp.path().join("catalog-aside");
+    std::fs::rename(data.join("catalog"), &aside).unwrap();
+
+    let err = refused_start(&data);
+    assert!(err.contains("catalog directory") && err.contains("missing"), "{err}");
+    assert!(err.contains("table file(s)"), "{err}");
+    assert_eq!(table_files(&data), files);
+
+    // An empty catalog directory is no better.
+    std::fs::create_dir_all(data.join("catalog")).unwrap();
+    let err = refused_start(&data);
+    assert!(err.contains("missing or empty"), "{err}");
+
+    std::fs::remove_dir(data.join("catalog")).unwrap();
+    std::fs::rename(&aside, data.join("catalog")).unwrap();
+    assert_all_rows(&data);
+}
+
+#[test]
+fn a_missing_log_segment_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, _) = persisted(tmp.path());
+    let partition = data.join("log/db/0");
+    let segments: Vec<PathBuf> = std::fs::read_dir(&partition)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    let last = segments.iter().max().unwrap().clone();
+    let kept = std::fs::read(&last).unwrap();
+    std::fs::remove_file(&last).unwrap();
+
+    let err = refused_start(&data);
+    assert!(
+        err.contains("partition 0") && err.contains("segment files are missing"),
+        "{err}"
+    );
+    // Nothing was created in its place.
+    assert!(
+        std::fs::read_dir(&partition).unwrap().next().is_none(),
+        "the refused start must not start a new log"
+    );
+
+    std::fs::write(&last, kept).unwrap();
+    assert_all_rows(&data);
+}
+
+#[test]
+fn an_unknown_table_file_is_quarantined_not_deleted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, files) = persisted(tmp.path());
+    let some = files.iter().next().unwrap();
+    let stray = some.with_file_name("99999999999999999999.parquet");
+    std::fs::copy(some, &stray).unwrap();
+
+    let server = Server::start_on(data.clone(), vec![]);
+    assert_eq!(server.count("db", "cpu"), 3000);
+    assert_eq!(table_files(&data), files);
+    let moved = data
+        .join("quarantine")
+        .join(stray.strip_prefix(&data).unwrap());
+    assert!(moved.is_file(), "expected {} to be kept", moved.display());
+}
