@@ -80,6 +80,8 @@ fn run_file(file: &std::path::Path, quiet: bool) -> anyhow::Result<ExitCode> {
     let text =
         std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        // A topology's SQL is planned and evaluated on these threads (see query::complexity).
+        .thread_stack_size(tidemark_query::complexity::QUERY_STACK_BYTES)
         .enable_all()
         .thread_name("tidemark-topology")
         .build()

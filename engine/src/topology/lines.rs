@@ -23,6 +23,51 @@ pub(crate) const REGION_BYTES: usize = 1024 * 1024;
 /// Longest region grown to find the end of a line.
 pub(crate) const MAX_REGION_BYTES: usize = 8 * REGION_BYTES;
 
+/// A reader that fails on a line longer than `max` bytes: readers that find a line's end
+/// by themselves (CSV, schema inference) stay bounded on a file without line ends, such as
+/// a device or a binary file.
+pub(crate) struct LineBound<R> {
+    inner: R,
+    /// Bytes since the last line end.
+    run: usize,
+    max: usize,
+}
+
+impl<R> LineBound<R> {
+    pub(crate) fn new(inner: R) -> Self {
+        Self {
+            inner,
+            run: 0,
+            max: MAX_REGION_BYTES,
+        }
+    }
+}
+
+impl<R: Read> Read for LineBound<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let chunk = &buf[..n];
+        self.run = match chunk.iter().rposition(|&b| b == b'\n') {
+            Some(at) => n - at - 1,
+            None => self.run + n,
+        };
+        if self.run > self.max {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("a line longer than {} bytes", self.max),
+            ));
+        }
+        Ok(n)
+    }
+}
+
+impl<R: std::io::Seek> std::io::Seek for LineBound<R> {
+    fn seek(&mut self, pos: std::io::SeekFrom) -> std::io::Result<u64> {
+        self.run = 0;
+        self.inner.seek(pos)
+    }
+}
+
 /// What a text file has next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Region {

@@ -162,6 +162,8 @@ pub struct Topologies {
     node: Arc<Node>,
     dir: PathBuf,
     checkpoint_interval: Duration,
+    /// What deployed topologies may touch (see `policy`).
+    policy: super::Policy,
     deployed: Mutex<BTreeMap<String, Arc<Deployed>>>,
     /// Serializes deploy and remove (each checks, then writes files).
     changes: tokio::sync::Mutex<()>,
@@ -177,17 +179,24 @@ impl std::fmt::Debug for Topologies {
 }
 
 impl Topologies {
-    /// Starts every topology saved in the node's data directory.
+    /// Starts every topology saved in the node's data directory. One that cannot be read,
+    /// no longer validates or is refused by `policy` is listed as failed and not started:
+    /// a bad saved topology never keeps the server from starting.
     ///
     /// # Errors
     /// The topologies directory cannot be read or created.
-    pub async fn open(node: Arc<Node>, checkpoint_interval: Duration) -> std::io::Result<Self> {
+    pub async fn open(
+        node: Arc<Node>,
+        checkpoint_interval: Duration,
+        policy: super::Policy,
+    ) -> std::io::Result<Self> {
         let dir = node.config().data_dir.join("topologies");
         std::fs::create_dir_all(&dir)?;
         let me = Self {
             node,
             dir,
             checkpoint_interval,
+            policy,
             deployed: Mutex::new(BTreeMap::new()),
             changes: tokio::sync::Mutex::new(()),
         };
@@ -201,7 +210,14 @@ impl Topologies {
         names.sort();
         for name in names {
             let dir = me.dir.join(&name);
-            let text = std::fs::read_to_string(dir.join(SPEC_FILE))?;
+            let text = match std::fs::read_to_string(dir.join(SPEC_FILE)) {
+                Ok(text) => text,
+                Err(e) => {
+                    let deployed = me.failed(&name, format!("cannot read {SPEC_FILE}: {e}"));
+                    me.deployed.lock().insert(name, deployed);
+                    continue;
+                }
+            };
             let deployed = match me.check(&text).await {
                 Ok(v) if v.spec.name == name => me.start(v, dir),
                 Ok(v) => me.failed(
@@ -228,7 +244,7 @@ impl Topologies {
 
     /// Validates `text` against the node's tables and checks that it can run here.
     async fn check(&self, text: &str) -> Result<Validated, Vec<Problem>> {
-        let v = super::load(text, &*self.node).await?;
+        let v = super::load_with(text, &*self.node, &self.policy).await?;
         check_runnable(&v, true)?;
         // A table stream needs its table's columns to plan what reads it.
         let missing: Vec<Problem> = v

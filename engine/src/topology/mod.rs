@@ -7,7 +7,8 @@
 //! watermarks, checkpoints), with `source` (and `lines` and `lp_file` for text files) and
 //! `sink` at the ends, `sql` compiling
 //! statements into per-batch expressions, `window` holding event-time window state and
-//! `checkpoint` its file; `manager` keeps the topologies deployed on a server. What can
+//! `checkpoint` its file; `manager` keeps the topologies deployed on a server, confined by
+//! `policy`. What can
 //! run today is listed in `run`.
 
 pub mod checkpoint;
@@ -17,6 +18,7 @@ mod lines;
 mod lp_file;
 pub mod manager;
 pub mod plan;
+pub mod policy;
 pub mod run;
 mod sink;
 mod source;
@@ -27,19 +29,39 @@ pub mod validate;
 pub mod window;
 
 pub use plan::{PhysicalPlan, explain, plan};
+pub use policy::{Policy, Sandbox};
 pub use spec::{Loc, Problem, Spec, parse};
 pub use validate::{NoTables, TableSchemas, Validated, validate};
 
-/// Reads and validates a topology file's text.
+/// Reads and validates a topology file's text under the default [`Policy`] (local paths,
+/// the default parallelism limit).
 ///
 /// # Errors
 /// Every problem found, sorted by place.
 pub async fn load(text: &str, tables: &dyn TableSchemas) -> Result<Validated, Vec<Problem>> {
-    let (spec, mut problems) = parse(text);
-    problems = spec::sorted(problems);
-    let Some(spec) = spec else {
-        return Err(problems);
+    load_with(text, tables, &Policy::default()).await
+}
+
+/// Reads a topology file's text, applies `policy` (confining what a server's topology
+/// may touch) and validates it.
+///
+/// # Errors
+/// Every problem found, sorted by place.
+pub async fn load_with(
+    text: &str,
+    tables: &dyn TableSchemas,
+    policy: &Policy,
+) -> Result<Validated, Vec<Problem>> {
+    let (spec, problems) = parse(text);
+    let Some(mut spec) = spec else {
+        return Err(spec::sorted(problems));
     };
+    let refused = policy.apply(&mut spec).await;
+    if !refused.is_empty() {
+        // Validation would open the refused files: stop here.
+        return Err(spec::sorted(problems.into_iter().chain(refused).collect()));
+    }
+    let mut problems = spec::sorted(problems);
     match validate(spec, tables).await {
         Ok(v) if problems.is_empty() => Ok(v),
         Ok(_) => Err(problems),

@@ -77,9 +77,19 @@ impl Sink {
                 url,
                 max_retries,
                 ca_file,
+                allow,
             } => {
                 crate::install_tls_provider();
                 let mut client = reqwest::Client::builder().timeout(HTTP_TIMEOUT);
+                if let Some(allow) = allow {
+                    // A server's sandbox: connect only to allowed addresses, and do not
+                    // follow a redirect to anywhere else.
+                    client = client
+                        .dns_resolver(std::sync::Arc::new(super::policy::GuardedResolver(
+                            std::sync::Arc::clone(allow),
+                        )))
+                        .redirect(reqwest::redirect::Policy::none());
+                }
                 if let Some(ca) = ca_file {
                     client = client.tls_certs_merge(trusted_roots(&ca.name)?);
                 }

@@ -317,7 +317,7 @@ async fn read_file(
     let schema = schema.ok_or("the file's columns are unknown")?;
     let open = || {
         std::fs::File::open(path)
-            .map(std::io::BufReader::new)
+            .map(|f| std::io::BufReader::new(super::lines::LineBound::new(f)))
             .map_err(|e| format!("cannot read {path}: {e}"))
     };
     let batch_rows = node.batch_rows.unwrap_or(SOURCE_BATCH_ROWS).max(1);
@@ -339,7 +339,7 @@ async fn read_file(
         )),
         FileFormat::Parquet => FileReader::Arrow(Box::new(
             parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
-                open()?.into_inner(),
+                std::fs::File::open(path).map_err(|e| format!("cannot read {path}: {e}"))?,
             )
             .map_err(|e| format!("cannot read {path} as Parquet: {e}"))?
             .with_batch_size(batch_rows)

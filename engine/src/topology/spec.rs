@@ -276,6 +276,8 @@ pub enum Kind {
         max_retries: u32,
         /// A PEM file of certificates trusted besides the system's roots (https).
         ca_file: Option<Named>,
+        /// Set by a server's sandbox: the addresses this sink may connect to.
+        allow: Option<std::sync::Arc<super::policy::HostAllow>>,
     },
 }
 
@@ -560,8 +562,50 @@ impl Reader {
 
 const COMMON: &[&str] = &["type", "inputs", "parallelism"];
 
+/// The deepest nesting of mappings and sequences a topology file may have. A topology
+/// needs about six levels; the limit is far above that and far below what the recursive
+/// tree building and dropping of a YAML document can take on a thread's stack.
+pub const MAX_YAML_DEPTH: usize = 64;
+
+/// Refuses a document nested deeper than [`MAX_YAML_DEPTH`], reading its events (a loop,
+/// no recursion) before anything builds a tree of it. YAML errors pass: the loader reports
+/// them with its own message.
+fn check_nesting(text: &str) -> Option<Problem> {
+    use yaml_rust2::parser::{Event, Parser};
+    let mut parser = Parser::new_from_str(text);
+    let mut depth = 0usize;
+    loop {
+        let Ok((event, mark)) = parser.next_token() else {
+            return None;
+        };
+        match event {
+            Event::MappingStart(..) | Event::SequenceStart(..) => {
+                depth += 1;
+                if depth > MAX_YAML_DEPTH {
+                    return Some(Problem {
+                        loc: Loc {
+                            line: mark.line(),
+                            column: mark.col() + 1,
+                        },
+                        path: "(file)".into(),
+                        message: format!(
+                            "mappings and sequences nest deeper than {MAX_YAML_DEPTH} levels"
+                        ),
+                    });
+                }
+            }
+            Event::MappingEnd | Event::SequenceEnd => depth = depth.saturating_sub(1),
+            Event::StreamEnd => return None,
+            _ => {}
+        }
+    }
+}
+
 /// Reads a topology file. Returns what could be read and every problem found.
 pub fn parse(text: &str) -> (Option<Spec>, Vec<Problem>) {
+    if let Some(problem) = check_nesting(text) {
+        return (None, vec![problem]);
+    }
     let options = LoaderOptions::default().error_on_duplicate_keys(true);
     let root = match marked_yaml::parse_yaml_with_options(0, text, options) {
         Ok(root) => root,
@@ -977,6 +1021,7 @@ fn read_node(
                 url: url.name,
                 max_retries: r.number(body, "max_retries", path).unwrap_or(5).min(100) as u32,
                 ca_file,
+                allow: None,
             }
         }
         (role, other) => {

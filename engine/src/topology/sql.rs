@@ -24,8 +24,9 @@ pub struct CompiledSql {
 /// Plans `sql` over `input` rows of `schema` and compiles it.
 ///
 /// # Errors
-/// The statement does not plan (DataFusion's message), or is not a projection and filter.
+/// The statement nests too deep (`tidemark_query::complexity`), does not plan (DataFusion's message), or is not a projection and filter.
 pub async fn compile(schema: &SchemaRef, sql: &str) -> Result<CompiledSql, String> {
+    tidemark_query::complexity::check_depth(sql).map_err(|e| e.to_string())?;
     let ctx = SessionContext::new();
     let table = MemTable::try_new(Arc::clone(schema), vec![vec![]]).map_err(|e| e.to_string())?;
     ctx.register_table("input", Arc::new(table))

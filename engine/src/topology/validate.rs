@@ -677,7 +677,7 @@ fn file_schema(
 ) -> Result<Option<SchemaRef>, String> {
     let open = || {
         std::fs::File::open(path)
-            .map(std::io::BufReader::new)
+            .map(|f| std::io::BufReader::new(super::lines::LineBound::new(f)))
             .map_err(|e| format!("cannot read {path}: {e}"))
     };
     let schema = match format {
