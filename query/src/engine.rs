@@ -10,6 +10,7 @@ use arrow::record_batch::RecordBatch;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext};
+use futures::StreamExt;
 use tokio::sync::Semaphore;
 
 use crate::coop::CooperativeJoins;
@@ -83,6 +84,7 @@ impl QueryEngine {
         let executor = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(config.target_partitions.max(1))
             .thread_name("tidemark-query")
+            .thread_stack_size(crate::complexity::QUERY_STACK_BYTES)
             .enable_all()
             .build()
             .map_err(|e| Error::Internal(format!("starting the query threads: {e}")))?;
@@ -132,28 +134,53 @@ impl QueryEngine {
         SessionContext::new_with_config_rt(config, Arc::clone(&self.runtime))
     }
 
-    /// Plans and runs one read-only SQL statement against `db`.
-    ///
-    /// The query runs in its own task on the query threads, holding its concurrency slot
-    /// until it has really stopped. The caller waits at most the time limit: one poll of an operator can take
-    /// long (a nested loop join over a large batch), and a timeout polled in the same task
-    /// as the query would only be noticed after it. On the time limit the task is aborted,
-    /// which takes effect at its next yield.
+    /// Plans and runs one read-only SQL statement against `db`, collecting the result.
     ///
     /// # Errors
-    /// Unknown database, SQL errors (DataFusion's message), refused statements, the time
-    /// and memory limits, and too many concurrent queries.
+    /// See [`QueryEngine::sql_stream`]; also the memory limit for the collected result.
+    pub async fn sql(&self, db: &str, sql: &str) -> Result<QueryOutput> {
+        let mut stream = self.sql_stream(db, sql).await?;
+        let mut batches = Vec::new();
+        while let Some(batch) = stream.next().await {
+            batches.push(batch?);
+        }
+        Ok(QueryOutput {
+            schema: stream.schema,
+            batches,
+        })
+    }
+
+    /// Plans one read-only SQL statement against `db` and starts running it; the batches
+    /// come from the returned stream as they are computed.
+    ///
+    /// The query runs in its own task on the query threads, holding its concurrency slot
+    /// until it has really stopped, and hands its batches over a channel of two: a client
+    /// that reads slowly slows the query down instead of letting results pile up in
+    /// memory. The time limit covers everything from planning to the last batch taken
+    /// from the stream; the caller waits at most that long at every step (one poll of an
+    /// operator can take long, and a timeout polled in the same task as the query would
+    /// only be noticed after it). On the time limit the task is aborted, which takes
+    /// effect at its next yield, and the stream ends with [`Error::Timeout`].
+    ///
+    /// # Errors
+    /// Unknown database, statements nested too deep ([`crate::complexity`]), SQL errors
+    /// (DataFusion's message), refused statements, the time and memory limits, and too
+    /// many concurrent queries. Errors after planning come from the stream.
     ///
     /// # Cancellation
-    /// Dropping the future aborts the query.
-    pub async fn sql(&self, db: &str, sql: &str) -> Result<QueryOutput> {
+    /// Dropping the future or the stream aborts the query.
+    pub async fn sql_stream(&self, db: &str, sql: &str) -> Result<QueryStream> {
+        crate::complexity::check_depth(sql).map_err(|e| Error::TooComplex(e.to_string()))?;
+        let deadline = tokio::time::Instant::now() + self.config.timeout;
+        let timeout = self.config.timeout;
         let permit = Arc::clone(&self.permits)
             .try_acquire_owned()
             .map_err(|_| Error::TooManyQueries(self.config.max_concurrent))?;
         let ctx = self.session(db)?;
         let sql = sql.to_string();
-        let run = async move {
-            let _permit = permit;
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Message>>(2);
+        let on_timeout = tx.clone();
+        let work = async move {
             let options = SQLOptions::new()
                 .with_allow_ddl(false)
                 .with_allow_dml(false)
@@ -171,18 +198,127 @@ impl QueryEngine {
             let plan = lastpoint::bound_latest_per_group(&ctx, df.logical_plan().clone()).await?;
             let df = DataFrame::new(ctx.state(), plan);
             let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-            let batches = df.collect().await?;
-            Ok::<_, Error>(QueryOutput { schema, batches })
+            let mut batches = df.execute_stream().await?;
+            if tx.send(Ok(Message::Schema(schema))).await.is_err() {
+                return Ok(());
+            }
+            while let Some(batch) = batches.next().await {
+                let batch = batch.map_err(Error::from)?;
+                if tx.send(Ok(Message::Batch(batch))).await.is_err() {
+                    return Ok(()); // the reader is gone
+                }
+            }
+            let _ = tx.send(Ok(Message::End)).await;
+            Ok::<_, Error>(())
+        };
+        let run = async move {
+            let _permit = permit;
+            match tokio::time::timeout_at(deadline, work).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    // The reader gives up at the deadline too: never wait past it.
+                    let _ = tokio::time::timeout_at(deadline, on_timeout.send(Err(e))).await;
+                }
+                Err(_) => {
+                    // A reader that is not reading learns of the time limit by its own
+                    // deadline; do not wait for it.
+                    let _ = on_timeout.try_send(Err(Error::Timeout(timeout)));
+                }
+            }
         };
         let Some(executor) = &self.executor.0 else {
             return Err(Error::Internal("the query threads are shut down".into()));
         };
         let mut task = AbortOnDrop(executor.spawn(run));
-        match tokio::time::timeout(self.config.timeout, &mut task.0).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(e)) => Err(Error::Internal(format!("the query task failed: {e}"))),
-            Err(_) => Err(Error::Timeout(self.config.timeout)),
+        let first = tokio::select! {
+            m = rx.recv() => m,
+            joined = &mut task.0 => match joined {
+                // The task ended: what it sent is still in the channel.
+                Ok(()) => rx.recv().await,
+                Err(e) => return Err(Error::Internal(format!("the query task failed: {e}"))),
+            },
+            () = tokio::time::sleep_until(deadline) => return Err(Error::Timeout(timeout)),
+        };
+        match first {
+            Some(Ok(Message::Schema(schema))) => Ok(QueryStream {
+                schema,
+                rx,
+                deadline,
+                timeout,
+                ended: false,
+                _task: task,
+            }),
+            Some(Ok(Message::Batch(_) | Message::End)) => Err(Error::Internal(
+                "a query sent rows before its schema".into(),
+            )),
+            Some(Err(e)) => Err(e),
+            None => Err(Error::Internal(
+                "the query task ended without an answer".into(),
+            )),
         }
+    }
+}
+
+/// What a running query hands to its reader.
+enum Message {
+    Schema(SchemaRef),
+    Batch(RecordBatch),
+    /// Every batch was sent: a channel that closes without it was cut short.
+    End,
+}
+
+/// A running query's result, batch by batch (see [`QueryEngine::sql_stream`]).
+pub struct QueryStream {
+    pub schema: SchemaRef,
+    rx: tokio::sync::mpsc::Receiver<Result<Message>>,
+    deadline: tokio::time::Instant,
+    timeout: Duration,
+    ended: bool,
+    _task: AbortOnDrop<()>,
+}
+
+impl std::fmt::Debug for QueryStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueryStream")
+            .field("schema", &self.schema)
+            .finish_non_exhaustive()
+    }
+}
+
+impl QueryStream {
+    /// The next batch; `None` once the result is complete.
+    ///
+    /// # Errors
+    /// Execution errors, and the time limit (counted from the query's start).
+    ///
+    /// # Cancellation
+    /// Cancel-safe: a batch not yet received stays in the channel.
+    pub async fn next(&mut self) -> Option<Result<RecordBatch>> {
+        if self.ended {
+            return None;
+        }
+        // Batches already waiting do not extend the time limit.
+        let received = if tokio::time::Instant::now() >= self.deadline {
+            Err(())
+        } else {
+            tokio::time::timeout_at(self.deadline, self.rx.recv())
+                .await
+                .map_err(|_| ())
+        };
+        let out = match received {
+            Ok(Some(Ok(Message::Batch(b)))) => return Some(Ok(b)),
+            Ok(Some(Ok(Message::End))) => None,
+            Ok(Some(Ok(Message::Schema(_)))) => {
+                Some(Err(Error::Internal("a query sent its schema twice".into())))
+            }
+            Ok(Some(Err(e))) => Some(Err(e)),
+            // The task stopped without saying so: only the time limit (or an abort) does.
+            Ok(None) | Err(()) => Some(Err(Error::Timeout(self.timeout))),
+        };
+        // Stop the query now; later calls end the stream.
+        self.ended = true;
+        self.rx.close();
+        out
     }
 }
 

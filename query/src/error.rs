@@ -9,6 +9,10 @@ pub enum Error {
     #[error("{0}")]
     Sql(String),
 
+    /// Refused before planning: it would nest deeper than the query threads can recurse.
+    #[error("{0}")]
+    TooComplex(String),
+
     #[error("query is read-only: {0}")]
     NotAllowed(String),
 
@@ -54,7 +58,7 @@ impl Error {
     pub fn kind(&self) -> &'static str {
         match self {
             Error::DatabaseNotFound(_) => "not_found",
-            Error::Sql(_) => "sql",
+            Error::Sql(_) | Error::TooComplex(_) => "sql",
             Error::NotAllowed(_) => "not_allowed",
             Error::Timeout(_) => "timeout",
             Error::MemoryLimit(_) => "memory_limit",

@@ -1,7 +1,8 @@
 //! Encodes query results in the formats the HTTP API and the CLI offer.
 //!
 //! Tags are dictionary-encoded in memory; every text format sees them as plain strings,
-//! Parquet keeps them dictionary-encoded.
+//! Parquet keeps them dictionary-encoded. JSON, JSON lines and CSV are also written batch
+//! by batch ([`StreamEncoder`]) so that a large result streams to the client.
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -50,6 +51,114 @@ impl Format {
             Format::Pretty => "text/plain; charset=utf-8",
             Format::Parquet => "application/vnd.apache.parquet",
         }
+    }
+}
+
+impl Format {
+    /// Whether results in this format are written batch by batch as they are computed
+    /// (the others need the whole result first).
+    pub fn streams(self) -> bool {
+        matches!(self, Format::Json | Format::Jsonl | Format::Csv)
+    }
+}
+
+/// Encodes a result batch by batch, for the formats that [`Format::streams`]: each call
+/// returns the bytes to send next, and together they are what [`encode`] gives for the
+/// same batches.
+#[derive(Debug)]
+pub struct StreamEncoder {
+    format: Format,
+    schema: SchemaRef,
+    /// Rows written so far (JSON needs a separator before every row but the first).
+    rows: usize,
+}
+
+impl StreamEncoder {
+    /// # Errors
+    /// The format does not stream.
+    pub fn new(format: Format, schema: SchemaRef) -> Result<Self> {
+        if !format.streams() {
+            return Err(Error::Internal(format!("{format:?} results do not stream")));
+        }
+        Ok(Self {
+            format,
+            schema,
+            rows: 0,
+        })
+    }
+
+    /// Bytes that start the result (before any batch).
+    pub fn start(&self) -> Vec<u8> {
+        match self.format {
+            Format::Json => b"[".to_vec(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The bytes of one batch.
+    ///
+    /// # Errors
+    /// Encoder errors.
+    pub fn batch(&mut self, batch: &RecordBatch) -> Result<Vec<u8>> {
+        if batch.num_rows() == 0 {
+            return Ok(Vec::new());
+        }
+        let (_, plain) = plain(&batch.schema(), std::slice::from_ref(batch))?;
+        let mut out = Vec::new();
+        match self.format {
+            Format::Json => {
+                let mut lines = Vec::new();
+                let mut w = arrow::json::LineDelimitedWriter::new(&mut lines);
+                w.write_batches(&plain.iter().collect::<Vec<_>>())?;
+                w.finish()?;
+                drop(w);
+                // One object per line, and JSON text never holds a raw newline: joining
+                // the lines with commas makes array elements.
+                for line in lines.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+                    if self.rows > 0 {
+                        out.push(b',');
+                    }
+                    out.extend_from_slice(line);
+                    self.rows += 1;
+                }
+            }
+            Format::Jsonl => {
+                let mut w = arrow::json::LineDelimitedWriter::new(&mut out);
+                w.write_batches(&plain.iter().collect::<Vec<_>>())?;
+                w.finish()?;
+                self.rows += batch.num_rows();
+            }
+            Format::Csv => {
+                let mut w = arrow::csv::WriterBuilder::new()
+                    .with_header(self.rows == 0)
+                    .build(&mut out);
+                for b in &plain {
+                    w.write(b)?;
+                }
+                drop(w);
+                self.rows += batch.num_rows();
+            }
+            Format::Pretty | Format::Parquet => {
+                return Err(Error::Internal(format!(
+                    "{:?} results do not stream",
+                    self.format
+                )));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Bytes that end the result.
+    ///
+    /// # Errors
+    /// Encoder errors.
+    pub fn finish(&mut self) -> Result<Vec<u8>> {
+        Ok(match self.format {
+            Format::Json => b"]".to_vec(),
+            // No row came: still give the header.
+            Format::Csv if self.rows == 0 => encode(Format::Csv, &self.schema, &[])?,
+            _ => Vec::new(),
+        })
     }
 }
 
@@ -145,4 +254,56 @@ pub fn encode(format: Format, schema: &SchemaRef, batches: &[RecordBatch]) -> Re
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{DictionaryArray, Float64Array, Int32Array, StringArray};
+    use arrow::datatypes::Int32Type;
+
+    fn batch(hosts: &[&str], values: &[f64]) -> RecordBatch {
+        let keys = Int32Array::from_iter_values(0..hosts.len() as i32);
+        let tags = DictionaryArray::<Int32Type>::try_new(
+            keys,
+            Arc::new(StringArray::from(hosts.to_vec())),
+        )
+        .unwrap();
+        RecordBatch::try_from_iter([
+            ("host", Arc::new(tags) as ArrayRef),
+            (
+                "v",
+                Arc::new(Float64Array::from(values.to_vec())) as ArrayRef,
+            ),
+        ])
+        .unwrap()
+    }
+
+    #[test]
+    fn streamed_results_equal_the_collected_encoding() {
+        let batches = [
+            batch(&["a", "b"], &[1.0, 2.5]),
+            batch(&[], &[]),
+            batch(&["c\nd"], &[3.0]),
+        ];
+        let schema = batches[0].schema();
+        for format in [Format::Json, Format::Jsonl, Format::Csv] {
+            for parts in [&batches[..], &batches[1..2], &[][..]] {
+                let whole = encode(format, &schema, parts).unwrap();
+                let mut enc = StreamEncoder::new(format, Arc::clone(&schema)).unwrap();
+                let mut streamed = enc.start();
+                for b in parts {
+                    streamed.extend(enc.batch(b).unwrap());
+                }
+                streamed.extend(enc.finish().unwrap());
+                assert_eq!(
+                    String::from_utf8_lossy(&streamed),
+                    String::from_utf8_lossy(&whole),
+                    "{format:?} of {} batches",
+                    parts.len()
+                );
+            }
+        }
+        assert!(StreamEncoder::new(Format::Parquet, schema).is_err());
+    }
 }

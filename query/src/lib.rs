@@ -5,8 +5,10 @@
 //! in the buffer last-write-wins and `merge` does the same across sorted sources while
 //! streaming; `system` exposes the node's state as tables; `engine` runs read-only SQL
 //! under limits (on its own threads; `coop` keeps joins stoppable); `format` encodes
-//! results for the front ends.
+//! results for the front ends; `complexity` bounds a statement's nesting before it is
+//! parsed into a tree.
 
+pub mod complexity;
 mod coop;
 pub mod dedup;
 pub mod engine;
@@ -18,6 +20,6 @@ pub mod merge;
 pub mod provider;
 pub mod system;
 
-pub use engine::{QueryConfig, QueryEngine, QueryOutput};
+pub use engine::{QueryConfig, QueryEngine, QueryOutput, QueryStream};
 pub use error::{Error, Result};
 pub use format::Format;
