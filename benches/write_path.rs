@@ -91,11 +91,17 @@ fn bench(c: &mut Criterion) {
         node: Arc::clone(&n),
         config: HttpConfig::default(),
         topologies: None,
+        auth: None,
     });
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = rt.spawn(tidemark_connectors::http::serve(state, listener, async {
-        let _ = stop_rx.await;
-    }));
+    let server = rt.spawn(tidemark_connectors::http::serve(
+        state,
+        listener,
+        None,
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
     tidemark_engine::install_tls_provider();
     let client = reqwest::Client::new();
     let url = format!("http://{addr}/api/v3/write_lp?db=bench");

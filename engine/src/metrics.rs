@@ -56,6 +56,7 @@ pub struct Metrics {
     query_errors: Family<KindLabel, Counter>,
     pub http_connections: Gauge,
     pub http_connections_refused: Counter,
+    http_auth_failures: Family<Vec<(&'static str, &'static str)>, Counter>,
     topic_produced_records: Family<TopicLabel, Counter>,
     topic_produced_bytes: Family<TopicLabel, Counter>,
     topic_consumed_records: Family<TopicLabel, Counter>,
@@ -93,6 +94,7 @@ impl Metrics {
             query_errors: Family::default(),
             http_connections: Gauge::default(),
             http_connections_refused: Counter::default(),
+            http_auth_failures: Family::default(),
             topic_produced_records: Family::default(),
             topic_produced_bytes: Family::default(),
             topic_consumed_records: Family::default(),
@@ -134,6 +136,11 @@ impl Metrics {
             "http_connections_refused",
             "HTTP connections answered 503 because --max-connections were open",
             m.http_connections_refused.clone(),
+        );
+        r.register(
+            "http_auth_failures",
+            "HTTP requests refused by --auth, by reason: missing (no token), invalid (unknown or revoked token), forbidden (the token may not do that)",
+            m.http_auth_failures.clone(),
         );
         r.register("log_appends", "Log records appended", log.appends.clone());
         r.register_with_unit(
@@ -305,6 +312,14 @@ impl Metrics {
     /// Counts a failed query; `kind` is one of a fixed set of names.
     pub fn query_error(&self, kind: &'static str) {
         self.query_errors.get_or_create(&self::kind(kind)).inc();
+    }
+
+    /// Counts a request refused by authentication; `reason` is missing, invalid or
+    /// forbidden.
+    pub fn auth_failure(&self, reason: &'static str) {
+        self.http_auth_failures
+            .get_or_create(&vec![("reason", reason)])
+            .inc();
     }
 
     /// Records a finished query.

@@ -108,7 +108,8 @@ pub(super) fn send_raw(
     body: Option<(&str, Vec<u8>)>,
 ) -> anyhow::Result<String> {
     let url = format!("{}{path}", host.host.trim_end_matches('/'));
-    let mut req = reqwest::blocking::Client::new()
+    let mut req = super::http_client()?
+        .build()?
         .request(method, url)
         .query(query);
     if let Some((content_type, b)) = body {

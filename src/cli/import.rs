@@ -123,7 +123,7 @@ pub fn run(args: ImportArgs) -> anyhow::Result<ExitCode> {
         formats.push(format);
     }
     let options = options(&args, precision)?;
-    let client = reqwest::blocking::Client::builder()
+    let client = super::http_client()?
         .timeout(Duration::from_secs(120))
         .build()?;
     let base = args.client.host.trim_end_matches('/').to_string();

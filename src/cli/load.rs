@@ -252,7 +252,7 @@ fn write(args: WriteArgs) -> anyhow::Result<ExitCode> {
         args.client.host.trim_end_matches('/'),
         args.client.db
     );
-    let client = reqwest::blocking::Client::builder()
+    let client = super::http_client()?
         .timeout(Duration::from_secs(120))
         .build()?;
     let batches = total.div_ceil(args.batch_size);
@@ -452,7 +452,7 @@ fn run_queries(args: QueriesArgs) -> anyhow::Result<ExitCode> {
         "{}/api/v3/query_sql",
         args.client.host.trim_end_matches('/')
     );
-    let client = reqwest::blocking::Client::builder()
+    let client = super::http_client()?
         .timeout(Duration::from_secs(600))
         .build()?;
     let mut reports = Vec::new();

@@ -7,6 +7,7 @@ mod load;
 mod post;
 mod query;
 mod serve;
+mod token;
 mod topic;
 mod topology;
 mod write;
@@ -22,6 +23,13 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Token the client commands send (Authorization: Bearer) to a server with --auth.
+    #[arg(long, env = "TIDEMARK_TOKEN", global = true, hide_env_values = true)]
+    token: Option<String>,
+    /// PEM file of certificates the client commands trust for an https:// --host,
+    /// besides the system's roots.
+    #[arg(long, env = "TIDEMARK_TLS_CA", global = true)]
+    tls_ca: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -51,6 +59,9 @@ enum Command {
     /// Generate TSBS-style load (writes or queries) and report throughput and latency.
     #[command(subcommand)]
     Load(load::LoadCommand),
+    /// Create, list and revoke API tokens (for servers started with --auth).
+    #[command(subcommand)]
+    Token(token::TokenCommand),
 }
 
 impl Cli {
@@ -71,6 +82,10 @@ pub fn run() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
+    let _ = CLIENT.set(ClientSettings {
+        token: cli.token.clone(),
+        tls_ca: cli.tls_ca.clone(),
+    });
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Write(args) => write::run(args),
@@ -82,6 +97,7 @@ pub fn run() -> std::process::ExitCode {
         Command::Load(cmd) => load::run(cmd),
         Command::Topology(cmd) => topology::run(cmd),
         Command::Topic(cmd) => topic::run(cmd),
+        Command::Token(cmd) => token::run(cmd),
     };
     match result {
         Ok(code) => code,
@@ -90,6 +106,45 @@ pub fn run() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// What every client command's HTTP client carries: the token and extra trusted roots.
+#[derive(Debug, Default)]
+struct ClientSettings {
+    token: Option<String>,
+    tls_ca: Option<std::path::PathBuf>,
+}
+
+static CLIENT: std::sync::OnceLock<ClientSettings> = std::sync::OnceLock::new();
+
+/// An HTTP client builder for talking to a server: the token (`--token`) as a default
+/// `Authorization` header (marked sensitive, so it is never printed) and the extra roots
+/// of `--tls-ca`.
+///
+/// # Errors
+/// A token that cannot be a header, or a CA file that cannot be read.
+pub fn http_client() -> anyhow::Result<reqwest::blocking::ClientBuilder> {
+    tidemark_engine::install_tls_provider();
+    let mut builder = reqwest::blocking::Client::builder();
+    let Some(settings) = CLIENT.get() else {
+        return Ok(builder);
+    };
+    if let Some(token) = &settings.token {
+        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+            .map_err(|_| anyhow::anyhow!("--token holds characters a header cannot carry"))?;
+        value.set_sensitive(true);
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+        builder = builder.default_headers(headers);
+    }
+    if let Some(ca) = &settings.tls_ca {
+        let pem = std::fs::read(ca)
+            .map_err(|e| anyhow::anyhow!("cannot read --tls-ca {}: {e}", ca.display()))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| anyhow::anyhow!("--tls-ca {} is not a PEM file: {e}", ca.display()))?;
+        builder = builder.tls_certs_merge(certs);
+    }
+    Ok(builder)
 }
 
 /// Common settings of the client commands.

@@ -21,7 +21,8 @@ pub fn run(args: QueryArgs) -> anyhow::Result<ExitCode> {
         "{}/api/v3/query_sql",
         args.client.host.trim_end_matches('/')
     );
-    let resp = reqwest::blocking::Client::new()
+    let resp = super::http_client()?
+        .build()?
         .post(url)
         .header("content-type", "application/json")
         .body(serde_json::to_vec(&serde_json::json!({

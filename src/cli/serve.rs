@@ -7,12 +7,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use tidemark_connectors::http::auth::Auth;
 use tidemark_connectors::http::{AppState, HttpConfig, serve};
 use tidemark_connectors::line_protocol::LineLimits;
 use tidemark_engine::topology::manager::Topologies;
+use tidemark_engine::topology::policy::default_max_parallelism;
+use tidemark_engine::topology::{Policy, Sandbox};
 use tidemark_engine::{Durability, MaintenanceConfig, Node, NodeConfig};
 use tidemark_query::QueryConfig;
 use tidemark_storage::log::LogWriterConfig;
+use tidemark_storage::tokens::TokenStore;
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum DurabilityArg {
@@ -98,6 +102,10 @@ pub struct ServeArgs {
     /// Queries allowed to run at once (more get 503).
     #[arg(long, env = "TIDEMARK_MAX_CONCURRENT_QUERIES", default_value_t = 16)]
     max_concurrent_queries: usize,
+    /// Largest result of a query in a format that cannot stream (pretty, parquet), in
+    /// bytes of Arrow memory; json, jsonl and csv results stream.
+    #[arg(long, env = "TIDEMARK_MAX_RESULT_BYTES", default_value_t = 256 * 1024 * 1024)]
+    max_result_bytes: usize,
     /// Length of the time windows Parquet files are cut by, in seconds.
     #[arg(long, env = "TIDEMARK_WINDOW_SECS", default_value_t = 600)]
     pub window_secs: u64,
@@ -124,6 +132,28 @@ pub struct ServeArgs {
     /// topology read again).
     #[arg(long, env = "TIDEMARK_TOPOLOGY_CHECKPOINT_SECS", default_value_t = 10)]
     topology_checkpoint_secs: u64,
+    /// Require a token on every endpoint but /health and /ping (docs/security.md).
+    #[arg(long, env = "TIDEMARK_AUTH")]
+    auth: bool,
+    /// PEM certificate chain: with --tls-key, the HTTP API speaks only HTTPS.
+    #[arg(long, env = "TIDEMARK_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "TIDEMARK_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Directory the `file` paths of deployed topologies resolve in (they cannot leave it);
+    /// default `<data-dir>/files`.
+    #[arg(long, env = "TIDEMARK_TOPOLOGY_FILES_DIR")]
+    topology_files_dir: Option<PathBuf>,
+    /// Hosts (`name`, `name:port`, an address) and address ranges (`10.0.0.0/8`) that
+    /// `http` sinks of deployed topologies may post to besides public addresses,
+    /// comma-separated; `*` allows any. Empty by default: no loopback, private or
+    /// link-local address.
+    #[arg(long, env = "TIDEMARK_HTTP_SINK_ALLOW", value_delimiter = ',')]
+    http_sink_allow: Vec<String>,
+    /// Highest `parallelism` of a topology node (default: 4 per core).
+    #[arg(long, env = "TIDEMARK_MAX_TOPOLOGY_PARALLELISM")]
+    max_topology_parallelism: Option<usize>,
     /// Log output format.
     #[arg(long, env = "TIDEMARK_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -147,6 +177,8 @@ fn init_logging(args: &ServeArgs) {
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     init_logging(&args);
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        // A topology's SQL is planned and evaluated on these threads (see query::complexity).
+        .thread_stack_size(tidemark_query::complexity::QUERY_STACK_BYTES)
         .enable_all()
         .thread_name("tidemark")
         .build()
@@ -196,11 +228,27 @@ async fn serve_main(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .context("opening the node")?
         .with_context(|| format!("opening data directory {}", data_dir.display()))?;
     let node = Arc::new(node);
+    let files_dir = args
+        .topology_files_dir
+        .clone()
+        .unwrap_or_else(|| node.config().data_dir.join("files"));
+    let policy = Policy {
+        max_parallelism: args
+            .max_topology_parallelism
+            .unwrap_or_else(default_max_parallelism)
+            .max(1),
+        sandbox: Some(
+            Sandbox::new(&files_dir, &node.config().data_dir, &args.http_sink_allow)
+                .map_err(anyhow::Error::msg)
+                .context("setting up the topology sandbox")?,
+        ),
+    };
     // Before maintenance starts: restored topologies hold the log they resume from.
     let topologies = Arc::new(
         Topologies::open(
             Arc::clone(&node),
             Duration::from_secs(args.topology_checkpoint_secs.max(1)),
+            policy,
         )
         .await
         .context("starting the deployed topologies")?,
@@ -215,12 +263,35 @@ async fn serve_main(args: ServeArgs) -> anyhow::Result<ExitCode> {
     });
     let background = tokio::spawn(Arc::clone(&node).run_background(stop_rx));
 
+    let auth = if args.auth {
+        let store = TokenStore::open(&node.config().data_dir).context("opening the token store")?;
+        if !store.has_admin() {
+            tracing::warn!(
+                "--auth is on but there is no admin token yet: make one with `tidemark token create --admin --data-dir {}`",
+                args.data_dir.display()
+            );
+        }
+        Some(Auth::new(store))
+    } else {
+        None
+    };
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(tls_config(cert, key)?),
+        _ => None,
+    };
     let listener = tokio::net::TcpListener::bind(&args.http_bind)
         .await
         .with_context(|| format!("binding the HTTP API to {}", args.http_bind))?;
     let addr = listener.local_addr()?;
+    if !args.auth && !addr.ip().is_loopback() {
+        tracing::warn!(
+            %addr,
+            "the HTTP API is reachable beyond this machine and anyone can read, write and administer it: start with --auth (docs/security.md)"
+        );
+    }
+    let scheme = if tls.is_some() { "https" } else { "http" };
     // Tests and scripts read this line to find the port when binding to port 0.
-    println!("tidemark listening on http://{addr}");
+    println!("tidemark listening on {scheme}://{addr}");
     tracing::info!(%addr, data_dir = %args.data_dir.display(), "serving");
 
     let state = Arc::new(AppState {
@@ -234,10 +305,12 @@ async fn serve_main(args: ServeArgs) -> anyhow::Result<ExitCode> {
             max_connections: args.max_connections.max(1),
             header_timeout: Duration::from_secs(args.http_header_timeout_secs.max(1)),
             body_timeout: Duration::from_secs(args.http_body_timeout_secs.max(1)),
+            max_result_bytes: args.max_result_bytes.max(1),
         },
         topologies: Some(Arc::clone(&topologies)),
+        auth,
     });
-    serve(state, listener, shutdown_signal())
+    serve(state, listener, tls, shutdown_signal())
         .await
         .context("serving HTTP")?;
     tracing::info!("HTTP stopped; stopping topologies at a checkpoint");
@@ -253,6 +326,35 @@ async fn serve_main(args: ServeArgs) -> anyhow::Result<ExitCode> {
     node.shutdown().await;
     tracing::info!("shut down cleanly");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The HTTPS settings of `--tls-cert` and `--tls-key` (rustls with ring).
+fn tls_config(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .with_context(|| format!("reading the certificate {}", cert.display()))?
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("{} is not a PEM certificate chain", cert.display()))?;
+    anyhow::ensure!(
+        !chain.is_empty(),
+        "{} holds no PEM certificate",
+        cert.display()
+    );
+    let key = PrivateKeyDer::from_pem_file(key)
+        .with_context(|| format!("{} is not a PEM private key", key.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .context("the TLS certificate and key do not match")?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -34,7 +34,7 @@ pub fn run(args: WriteArgs) -> anyhow::Result<ExitCode> {
             .read_to_end(&mut data)?;
     }
     let url = format!("{}/api/v3/write_lp", args.client.host.trim_end_matches('/'));
-    let client = reqwest::blocking::Client::new();
+    let client = super::http_client()?.build()?;
     let mut rest = &data[..];
     let mut requests = 0;
     let mut failed = false;

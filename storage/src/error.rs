@@ -80,6 +80,32 @@ pub enum Error {
         reason: String,
     },
 
+    #[error(
+        "the log of partition {partition} in {path} ends at offset {end}, but the catalog \
+         records that it reached offset {expected}: segment files are missing, and with them \
+         records {end}..{expected}. The node refuses to start rather than lose them \
+         silently: restore the partition's segment files from a backup"
+    )]
+    LogEndsEarly {
+        path: PathBuf,
+        partition: u32,
+        end: u64,
+        expected: u64,
+    },
+
+    #[error(
+        "the catalog directory {path} is missing or empty, but the data directory holds \
+         {what}: starting would lose track of that data. Restore the catalog directory \
+         (from a backup), or point --data-dir at the right directory"
+    )]
+    MissingCatalog { path: PathBuf, what: String },
+
+    #[error(
+        "token store {path} is damaged: {reason}; restore it from a backup, or remove it and \
+         create a new admin token with `tidemark token create --admin --data-dir`"
+    )]
+    CorruptTokens { path: PathBuf, reason: String },
+
     #[error("catalog: {0}")]
     Catalog(String),
 

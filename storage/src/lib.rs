@@ -5,6 +5,7 @@
 //! `payload` (encoded for the log) -> `log` (durable, group-committed partition logs) ->
 //! `buffer` (in-memory Arrow batches that queries read). `catalog` holds the schema every
 //! step validates against. On start, replaying the log rebuilds catalog and buffer.
+//! `tokens` keeps the hashes of API tokens.
 
 pub mod batch;
 pub mod buffer;
@@ -18,6 +19,7 @@ pub mod log;
 pub mod manifest;
 pub mod parquet_file;
 pub mod payload;
+pub mod tokens;
 pub mod topic;
 
 pub use error::{Error, Result};

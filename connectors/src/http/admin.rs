@@ -13,6 +13,7 @@
 
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -20,7 +21,9 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::auth::Access;
 use super::{ApiError, AppState, read_body};
+use tidemark_storage::tokens::Permission;
 
 /// Parses a retention period; `None` means infinite.
 ///
@@ -332,11 +335,13 @@ pub struct DeleteParams {
 
 pub async fn delete_v2(
     State(state): State<Arc<AppState>>,
+    Extension(access): Extension<Access>,
     Query(p): Query<DeleteParams>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let db = required(p.bucket.or(p.db), "bucket")?;
+    access.require(Permission::Write, &db)?;
     let v = json_body(&state, &headers, body).await?;
     let start = parse_time(v.get("start").unwrap_or(&Value::Null), "start")?;
     let stop = parse_time(v.get("stop").unwrap_or(&Value::Null), "stop")?;

@@ -38,6 +38,8 @@ pub enum ApiError {
         retry_after: u32,
     },
     Timeout(String),
+    /// The token may not do this (403).
+    Forbidden(String),
     Internal(String),
     /// A topology with problems, each with its place in the YAML.
     Topology(Vec<tidemark_engine::topology::Problem>),
@@ -82,6 +84,7 @@ impl ApiError {
                 ApiError::NotFound(format!("database {db:?} not found"))
             }
             QueryError::Sql(_)
+            | QueryError::TooComplex(_)
             | QueryError::NotAllowed(_)
             | QueryError::UnknownFormat(_)
             | QueryError::MemoryLimit(_) => ApiError::BadRequest(e.to_string()),
@@ -107,6 +110,7 @@ impl ApiError {
             ApiError::Lines { .. } => "bad_lines",
             ApiError::Unavailable { .. } => "unavailable",
             ApiError::Timeout(_) => "timeout",
+            ApiError::Forbidden(_) => "forbidden",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -219,6 +223,7 @@ impl IntoResponse for ApiError {
             ApiError::Timeout(m) => {
                 json_response(StatusCode::REQUEST_TIMEOUT, json!({ "error": m }))
             }
+            ApiError::Forbidden(m) => json_response(StatusCode::FORBIDDEN, json!({ "error": m })),
             ApiError::Internal(m) => {
                 tracing::error!(error = %m, "internal error answering a request");
                 json_response(StatusCode::INTERNAL_SERVER_ERROR, json!({ "error": m }))

@@ -7,6 +7,7 @@
 //! Errors become responses in `error` only.
 
 mod admin;
+pub mod auth;
 mod error;
 mod query;
 mod topic;
@@ -49,6 +50,9 @@ pub struct HttpConfig {
     pub header_timeout: Duration,
     /// Time a client has to send a whole request body (408 past it).
     pub body_timeout: Duration,
+    /// Largest result of a query in a format that cannot stream (pretty, parquet), as
+    /// Arrow memory; json, jsonl and csv stream and are bounded by the query time limit.
+    pub max_result_bytes: usize,
 }
 
 impl Default for HttpConfig {
@@ -59,9 +63,14 @@ impl Default for HttpConfig {
             max_connections: 1024,
             header_timeout: Duration::from_secs(60),
             body_timeout: Duration::from_secs(60),
+            max_result_bytes: 256 * 1024 * 1024,
         }
     }
 }
+
+/// A connection's byte stream: plain TCP or TLS over it.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
 
 /// Shared by every handler.
 #[derive(Debug)]
@@ -70,10 +79,13 @@ pub struct AppState {
     pub config: HttpConfig,
     /// The deployed topologies (none: this server runs none).
     pub topologies: Option<Arc<tidemark_engine::topology::manager::Topologies>>,
+    /// `--auth`: the token store every request is checked against (none: open).
+    pub auth: Option<auth::Auth>,
 }
 
 /// Builds the router.
 pub fn router(state: Arc<AppState>) -> Router {
+    let authenticate = axum::middleware::from_fn_with_state(Arc::clone(&state), auth::authenticate);
     Router::new()
         .route("/api/v3/write_lp", post(write::write_v3))
         .route("/api/v2/write", post(write::write_v2))
@@ -91,6 +103,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(
             "/api/v3/configure/table",
             post(admin::configure_table).delete(admin::drop_table),
+        )
+        .route(
+            "/api/v3/configure/token",
+            post(auth::create).get(auth::list).delete(auth::revoke),
         )
         .route("/api/v2/delete", post(admin::delete_v2))
         .route(
@@ -115,6 +131,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(metrics))
         // Bodies are read and bounded by `read_body`, which also bounds what gzip expands to.
         .layer(DefaultBodyLimit::disable())
+        .layer(authenticate)
         .layer(axum::middleware::from_fn(request_span))
         .with_state(state)
 }
@@ -134,11 +151,13 @@ pub fn router(state: Arc<AppState>) -> Router {
 pub async fn serve(
     state: Arc<AppState>,
     listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let config = state.config.clone();
     let metrics_node = Arc::clone(&state.node);
     let service = TowerToHyperService::new(router(state));
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let permits = Arc::new(Semaphore::new(config.max_connections.max(1)));
     let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
@@ -164,24 +183,45 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let io = TokioIo::new(stream);
-        let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
-            metrics_node.metrics().http_connections_refused.inc();
-            let max = config.max_connections;
-            let conn = refuse.serve_connection(
-                io,
-                hyper::service::service_fn(move |_req| async move {
-                    Ok::<_, std::convert::Infallible>(too_many_connections(max))
-                }),
-            );
-            tokio::spawn(async move {
-                let _ = conn.await;
-            });
-            continue;
-        };
-        let conn = graceful.watch(http.serve_connection(io, service.clone()));
+        let permit = Arc::clone(&permits).try_acquire_owned().ok();
         let node = Arc::clone(&metrics_node);
+        let (http, refuse, service) = (http.clone(), refuse.clone(), service.clone());
+        let watcher = graceful.watcher();
+        let acceptor = acceptor.clone();
+        let handshake_timeout = config.header_timeout;
+        let max = config.max_connections;
+        // Everything per connection, the TLS handshake included, runs in the
+        // connection's own task: a slow client never holds up the accept loop.
         tokio::spawn(async move {
+            let io: Box<dyn Io> = match acceptor {
+                None => Box::new(stream),
+                Some(acceptor) => {
+                    match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => Box::new(tls),
+                        Ok(Err(e)) => {
+                            tracing::debug!(error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!("TLS handshake timed out");
+                            return;
+                        }
+                    }
+                }
+            };
+            let io = TokioIo::new(io);
+            let Some(permit) = permit else {
+                node.metrics().http_connections_refused.inc();
+                let conn = refuse.serve_connection(
+                    io,
+                    hyper::service::service_fn(move |_req| async move {
+                        Ok::<_, std::convert::Infallible>(too_many_connections(max))
+                    }),
+                );
+                let _ = conn.await;
+                return;
+            };
+            let conn = watcher.watch(http.serve_connection(io, service));
             node.metrics().http_connections.inc();
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "connection ended with an error");

@@ -16,6 +16,7 @@
 
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -25,7 +26,9 @@ use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use tidemark_engine::topics::{FetchLimits, ProducerRecord, StartAt, TopicInfo};
 
+use super::auth::Access;
 use super::{ApiError, AppState, read_body};
+use tidemark_storage::tokens::Permission;
 
 /// At most this many bad lines are described in one answer.
 const MAX_REPORTED: usize = 20;
@@ -61,15 +64,27 @@ pub async fn create(
     Ok((StatusCode::CREATED, axum::Json(info_json(&info))).into_response())
 }
 
-pub async fn list(State(state): State<Arc<AppState>>) -> Response {
-    let all: Vec<Value> = state.node.topics().iter().map(info_json).collect();
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    Extension(access): Extension<Access>,
+) -> Response {
+    // A scoped token sees the topics it may read.
+    let all: Vec<Value> = state
+        .node
+        .topics()
+        .iter()
+        .filter(|t| access.require(Permission::Read, &t.name).is_ok())
+        .map(info_json)
+        .collect();
     axum::Json(json!({ "topics": all })).into_response()
 }
 
 pub async fn describe(
     State(state): State<Arc<AppState>>,
+    Extension(access): Extension<Access>,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
+    access.require(Permission::Read, &name)?;
     let info = state.node.topic(&name).map_err(ApiError::from_node)?;
     Ok(axum::Json(info_json(&info)).into_response())
 }
@@ -160,11 +175,13 @@ pub fn parse_records(body: &[u8]) -> Result<Vec<ProducerRecord>, Vec<String>> {
 
 pub async fn produce(
     State(state): State<Arc<AppState>>,
+    Extension(access): Extension<Access>,
     Path(name): Path<String>,
     Query(params): Query<ProduceParams>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    access.require(Permission::Write, &name)?;
     // Before the body: an unknown topic is a 404 whatever the body holds.
     state.node.topic(&name).map_err(ApiError::from_node)?;
     let bytes = read_body(&headers, body, &state.config).await?;
@@ -232,9 +249,16 @@ fn bounded<T: PartialOrd + std::fmt::Display>(
 
 pub async fn consume(
     State(state): State<Arc<AppState>>,
+    Extension(access): Extension<Access>,
     Path(name): Path<String>,
     Query(params): Query<ConsumeParams>,
 ) -> Result<Response, ApiError> {
+    access.require(Permission::Read, &name)?;
+    if params.limit == Some(0) {
+        return Err(ApiError::BadRequest(
+            "limit=0 asks for no record: give at least 1".into(),
+        ));
+    }
     let partition = params.partition.ok_or_else(|| {
         ApiError::BadRequest("missing query parameter \"partition\": the partition to read".into())
     })?;

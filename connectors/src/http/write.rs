@@ -5,15 +5,18 @@
 
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
+use super::auth::Access;
 use super::{ApiError, AppState, Dialect, read_body};
 use crate::line_protocol::Precision;
 use crate::write::{WriteOptions, write_lp};
+use tidemark_storage::tokens::Permission;
 
 #[derive(Debug, Deserialize)]
 pub struct V3Params {
@@ -70,12 +73,13 @@ fn counted(state: &AppState, result: Result<Response, ApiError>) -> Result<Respo
 
 async fn write(
     state: &AppState,
-    db: &str,
+    (access, db): (&Access, &str),
     headers: &HeaderMap,
     body: Body,
     options: WriteOptions,
     dialect: Dialect,
 ) -> Result<Response, ApiError> {
+    access.require(Permission::Write, db)?;
     let body = read_body(headers, body, &state.config).await?;
     let metrics = state.node.metrics();
     metrics.write_bytes.inc_by(body.len() as u64);
@@ -96,6 +100,7 @@ async fn write(
 
 pub async fn write_v3(
     State(state): State<Arc<AppState>>,
+    Extension(access): Extension<Access>,
     Query(params): Query<V3Params>,
     headers: HeaderMap,
     body: Body,
@@ -108,7 +113,7 @@ pub async fn write_v3(
             durable: !params.no_sync.unwrap_or(false),
             limits: state.config.line_limits,
         };
-        write(&state, &db, &headers, body, options, Dialect::V3).await
+        write(&state, (&access, &db), &headers, body, options, Dialect::V3).await
     }
     .await;
     counted(&state, result)
@@ -117,7 +122,7 @@ pub async fn write_v3(
 /// v1 and v2: all lines or none, always durable.
 async fn write_all_or_nothing(
     state: &AppState,
-    db: &str,
+    (access, db): (&Access, &str),
     precision_param: Option<&str>,
     headers: &HeaderMap,
     body: Body,
@@ -129,11 +134,12 @@ async fn write_all_or_nothing(
         durable: true,
         limits: state.config.line_limits,
     };
-    write(state, db, headers, body, options, dialect).await
+    write(state, (access, db), headers, body, options, dialect).await
 }
 
 pub async fn write_v2(
     State(state): State<Arc<AppState>>,
+    Extension(access): Extension<Access>,
     Query(params): Query<V2Params>,
     headers: HeaderMap,
     body: Body,
@@ -144,7 +150,7 @@ pub async fn write_v2(
         let db = bucket.split('/').next().unwrap_or(&bucket);
         write_all_or_nothing(
             &state,
-            db,
+            (&access, db),
             params.precision.as_deref(),
             &headers,
             body,
@@ -158,6 +164,7 @@ pub async fn write_v2(
 
 pub async fn write_v1(
     State(state): State<Arc<AppState>>,
+    Extension(access): Extension<Access>,
     Query(params): Query<V1Params>,
     headers: HeaderMap,
     body: Body,
@@ -166,7 +173,7 @@ pub async fn write_v1(
         let db = required(params.db, "db")?;
         write_all_or_nothing(
             &state,
-            &db,
+            (&access, &db),
             params.precision.as_deref(),
             &headers,
             body,
