@@ -30,7 +30,12 @@ fn refused_start(data: &Path) -> String {
             assert!(!status.success());
             let mut err = String::new();
             use std::io::Read;
-            child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
             return err;
         }
         if Instant::now() > deadline {
@@ -49,7 +54,11 @@ fn persisted(tmp: &Path) -> (PathBuf, std::collections::HashSet<PathBuf>) {
         let lines: Vec<String> = (0..1000)
             .map(|i| {
                 let n = chunk * 1000 + i;
-                format!("cpu,host=h{} v={n} {}", n % 7, 1_700_000_000_000_000_000i64 + n)
+                format!(
+                    "cpu,host=h{} v={n} {}",
+                    n % 7,
+                    1_700_000_000_000_000_000i64 + n
+                )
             })
             .collect();
         assert_eq!(server.write_v3("db", &lines.join("\n")).0, 204);
@@ -89,9 +98,16 @@ fn a_flipped_byte_in_the_last_catalog_record_is_refused_not_cut() {
     std::fs::write(&log, &damaged).unwrap();
 
     let err = refused_start(&data);
-    assert!(err.contains("damaged, not torn") && err.contains(".clog"), "{err}");
+    assert!(
+        err.contains("damaged, not torn") && err.contains(".clog"),
+        "{err}"
+    );
     assert_eq!(table_files(&data), files, "no table file may be touched");
-    assert_eq!(std::fs::read(&log).unwrap(), damaged, "the record is not cut off");
+    assert_eq!(
+        std::fs::read(&log).unwrap(),
+        damaged,
+        "the record is not cut off"
+    );
 
     std::fs::write(&log, &original).unwrap();
     assert_all_rows(&data);
@@ -105,7 +121,10 @@ fn a_missing_catalog_is_refused() {
     std::fs::rename(data.join("catalog"), &aside).unwrap();
 
     let err = refused_start(&data);
-    assert!(err.contains("catalog directory") && err.contains("missing"), "{err}");
+    assert!(
+        err.contains("catalog directory") && err.contains("missing"),
+        "{err}"
+    );
     assert!(err.contains("table file(s)"), "{err}");
     assert_eq!(table_files(&data), files);
 

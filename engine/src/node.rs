@@ -216,41 +216,46 @@ impl Node {
             for p in 0..partitions {
                 let persisted = state.wal_persisted.get(p as usize).copied().unwrap_or(0);
                 let must_reach = state.log_must_reach(p as usize);
-                let log = PartitionLog::open_reaching(&dir.join(p.to_string()), p, must_reach, &mut |record| {
-                    if record.kind != KIND_WRITE_BATCH {
-                        return Ok(());
-                    }
-                    if record.offset < persisted {
-                        skipped += 1;
-                        return Ok(());
-                    }
-                    records += 1;
-                    for (table, batch) in payload::decode(record.payload)? {
-                        let dropped = state
-                            .dropped_tables
-                            .get(&*table)
-                            .and_then(|w| w.get(p as usize))
-                            .is_some_and(|w| record.offset < *w);
-                        if dropped {
-                            continue;
+                let log = PartitionLog::open_reaching(
+                    &dir.join(p.to_string()),
+                    p,
+                    must_reach,
+                    &mut |record| {
+                        if record.kind != KIND_WRITE_BATCH {
+                            return Ok(());
                         }
-                        let batch = maintenance::apply_tombstones(
-                            &table,
-                            batch,
-                            state.tombstones.iter().filter(|t| {
-                                t.wal_next
-                                    .get(p as usize)
-                                    .is_some_and(|w| record.offset < *w)
-                            }),
-                        )?;
-                        if batch.num_rows() == 0 {
-                            continue;
+                        if record.offset < persisted {
+                            skipped += 1;
+                            return Ok(());
                         }
-                        schema.merge_arrow_schema(&table, &batch.schema())?;
-                        buffer.apply(&name, &table, record.offset, batch);
-                    }
-                    Ok(())
-                })?;
+                        records += 1;
+                        for (table, batch) in payload::decode(record.payload)? {
+                            let dropped = state
+                                .dropped_tables
+                                .get(&*table)
+                                .and_then(|w| w.get(p as usize))
+                                .is_some_and(|w| record.offset < *w);
+                            if dropped {
+                                continue;
+                            }
+                            let batch = maintenance::apply_tombstones(
+                                &table,
+                                batch,
+                                state.tombstones.iter().filter(|t| {
+                                    t.wal_next
+                                        .get(p as usize)
+                                        .is_some_and(|w| record.offset < *w)
+                                }),
+                            )?;
+                            if batch.num_rows() == 0 {
+                                continue;
+                            }
+                            schema.merge_arrow_schema(&table, &batch.schema())?;
+                            buffer.apply(&name, &table, record.offset, batch);
+                        }
+                        Ok(())
+                    },
+                )?;
                 parts.push(Arc::new(log));
             }
             logs.insert(

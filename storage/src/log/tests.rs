@@ -336,13 +336,22 @@ fn a_log_shorter_than_the_catalog_saw_is_refused_untouched() -> Result<()> {
     let before = std::fs::read(only_segment(&dir)).map_err(|e| Error::io("read", e))?;
     let err = PartitionLog::open_reaching(&dir, 0, 9, &mut |_| Ok(()));
     assert!(
-        matches!(err, Err(Error::LogEndsEarly { end: 4, expected: 9, .. })),
+        matches!(
+            err,
+            Err(Error::LogEndsEarly {
+                end: 4,
+                expected: 9,
+                ..
+            })
+        ),
         "{err:?}"
     );
     // Missing entirely: refused, and no new segment takes its place.
     std::fs::remove_file(only_segment(&dir)).map_err(|e| Error::io("rm", e))?;
     assert!(PartitionLog::open_reaching(&dir, 0, 4, &mut |_| Ok(())).is_err());
-    let left = std::fs::read_dir(&dir).map_err(|e| Error::io("ls", e))?.count();
+    let left = std::fs::read_dir(&dir)
+        .map_err(|e| Error::io("ls", e))?
+        .count();
     assert_eq!(left, 0);
     std::fs::write(only_segment(&dir), &before).map_err(|e| Error::io("write", e))?;
     let log = PartitionLog::open_reaching(&dir, 0, 4, &mut |_| Ok(()))?;
