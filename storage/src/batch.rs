@@ -76,6 +76,11 @@ pub enum RowError {
     },
     #[error("table {table:?} would have more than {max} columns")]
     TooManyColumns { table: String, max: usize },
+    #[error(
+        "{what} {name:?} holds a control character (such as NUL or a newline escape): names \
+         of tables and columns must be printable"
+    )]
+    ControlCharacter { what: &'static str, name: String },
     #[error("table {table:?} would be one more than the database's limit of {max} tables")]
     TooManyTables { table: String, max: usize },
     #[error(
@@ -575,6 +580,13 @@ impl Admission {
         if self.snapshot(table).is_some() || self.pending.contains_key(table) {
             return Ok(());
         }
+        // Checked when a name is new, so known names cost nothing.
+        if table.chars().any(char::is_control) {
+            return Err(RowError::ControlCharacter {
+                what: "table",
+                name: table.to_string(),
+            });
+        }
         let created_here = self
             .pending
             .keys()
@@ -626,6 +638,12 @@ impl Admission {
                 attempted: kind.describe(),
             }),
             None => {
+                if column.chars().any(char::is_control) {
+                    return Err(RowError::ControlCharacter {
+                        what: "column",
+                        name: column.to_string(),
+                    });
+                }
                 if self.table_column_count(table) + new_in_row >= self.max_columns {
                     return Err(RowError::TooManyColumns {
                         table: table.to_string(),

@@ -132,6 +132,9 @@ fn json_response(status: StatusCode, body: serde_json::Value) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
+/// Most line errors a v3 write answer lists; the rest are counted.
+pub const MAX_LISTED_LINE_ERRORS: usize = 100;
+
 /// Summary of line errors for the v1/v2 shapes, which carry one message.
 fn summarize(errors: &[LineError]) -> String {
     let shown: Vec<String> = errors.iter().take(5).map(ToString::to_string).collect();
@@ -179,17 +182,28 @@ impl IntoResponse for ApiError {
                 dialect: Dialect::V3,
                 partial,
                 errors,
-            } => json_response(
-                StatusCode::BAD_REQUEST,
-                json!({
-                    "error": if partial {
-                        "partial write of line protocol occurred"
+            } => {
+                // A body of a million bad lines must not answer with a million errors.
+                let shown = &errors[..errors.len().min(MAX_LISTED_LINE_ERRORS)];
+                let omitted = errors.len() - shown.len();
+                let what = if partial {
+                    "partial write of line protocol occurred"
+                } else {
+                    "parsing failed for write_lp endpoint"
+                };
+                let mut body = json!({
+                    "error": if omitted > 0 {
+                        format!("{what}: {} bad lines, the first {} listed", errors.len(), shown.len())
                     } else {
-                        "parsing failed for write_lp endpoint"
+                        what.to_string()
                     },
-                    "data": errors,
-                }),
-            ),
+                    "data": shown,
+                });
+                if omitted > 0 {
+                    body["omitted_errors"] = json!(omitted);
+                }
+                json_response(StatusCode::BAD_REQUEST, body)
+            }
             ApiError::Lines {
                 dialect: Dialect::V2,
                 errors,

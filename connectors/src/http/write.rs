@@ -7,13 +7,14 @@ use std::sync::Arc;
 
 use axum::Extension;
 use axum::body::Body;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::auth::Access;
-use super::{ApiError, AppState, Dialect, read_body};
+use super::{ApiError, ApiQuery, AppState, Dialect, read_body};
+use crate::internal::INTERNAL_DATABASE;
 use crate::line_protocol::Precision;
 use crate::write::{WriteOptions, write_lp};
 use tidemark_storage::tokens::Permission;
@@ -38,14 +39,23 @@ pub struct V1Params {
     precision: Option<String>,
 }
 
-fn precision(p: Option<&str>) -> Result<Precision, ApiError> {
-    match p {
-        None | Some("") => Ok(Precision::Nanosecond),
-        Some(s) => Precision::parse(s).ok_or_else(|| {
-            ApiError::BadRequest(format!(
-                "invalid precision {s:?}: expected ns, us, ms or s (v1 also n, u, m, h)"
-            ))
-        }),
+/// The precision of a write: v1 takes InfluxDB 1.x's names (`n u ms s m h`, minutes and
+/// hours included); v2 and v3 take `ns us ms s` (and v3's long names up to `second`), as
+/// InfluxDB 2 and 3 do, so `m` is never mistaken there for milliseconds.
+fn precision(p: Option<&str>, dialect: Dialect) -> Result<Precision, ApiError> {
+    let s = match p {
+        None | Some("") => return Ok(Precision::Nanosecond),
+        Some(s) => s,
+    };
+    let v1_only = matches!(s, "n" | "u" | "m" | "h" | "minute" | "hour");
+    match Precision::parse(s) {
+        Some(p) if dialect == Dialect::V1 || !v1_only => Ok(p),
+        _ if dialect == Dialect::V1 => Err(ApiError::BadRequest(format!(
+            "invalid precision {s:?}: expected n, u, ms, s, m or h"
+        ))),
+        _ => Err(ApiError::BadRequest(format!(
+            "invalid precision {s:?}: expected ns, us, ms or s (minutes and hours are the v1 API's /write only)"
+        ))),
     }
 }
 
@@ -80,6 +90,11 @@ async fn write(
     dialect: Dialect,
 ) -> Result<Response, ApiError> {
     access.require(Permission::Write, db)?;
+    if db == INTERNAL_DATABASE {
+        return Err(ApiError::BadRequest(format!(
+            "the {INTERNAL_DATABASE} database holds the server's own metrics (--internal-metrics-secs) and takes no writes from clients"
+        )));
+    }
     let body = read_body(headers, body, &state.config).await?;
     let metrics = state.node.metrics();
     metrics.write_bytes.inc_by(body.len() as u64);
@@ -101,14 +116,14 @@ async fn write(
 pub async fn write_v3(
     State(state): State<Arc<AppState>>,
     Extension(access): Extension<Access>,
-    Query(params): Query<V3Params>,
+    ApiQuery(params): ApiQuery<V3Params>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let result = async {
         let db = required(params.db, "db")?;
         let options = WriteOptions {
-            precision: precision(params.precision.as_deref())?,
+            precision: precision(params.precision.as_deref(), Dialect::V3)?,
             accept_partial: params.accept_partial.unwrap_or(true),
             durable: !params.no_sync.unwrap_or(false),
             limits: state.config.line_limits,
@@ -129,7 +144,7 @@ async fn write_all_or_nothing(
     dialect: Dialect,
 ) -> Result<Response, ApiError> {
     let options = WriteOptions {
-        precision: precision(precision_param)?,
+        precision: precision(precision_param, dialect)?,
         accept_partial: false,
         durable: true,
         limits: state.config.line_limits,
@@ -140,7 +155,7 @@ async fn write_all_or_nothing(
 pub async fn write_v2(
     State(state): State<Arc<AppState>>,
     Extension(access): Extension<Access>,
-    Query(params): Query<V2Params>,
+    ApiQuery(params): ApiQuery<V2Params>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -165,7 +180,7 @@ pub async fn write_v2(
 pub async fn write_v1(
     State(state): State<Arc<AppState>>,
     Extension(access): Extension<Access>,
-    Query(params): Query<V1Params>,
+    ApiQuery(params): ApiQuery<V1Params>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {

@@ -644,6 +644,14 @@ fn field_value<'a>(
         return Ok(FieldValue::Boolean(b));
     }
     let last = text.as_bytes()[text.len() - 1];
+    if !text.bytes().any(|c| c.is_ascii_digit()) && parse_f64(text).is_none() {
+        // Not a number with a wrong suffix (`tru` ends in 'u'): say what it looks like.
+        return Err(format!(
+            "field {key:?} has invalid value {text:?}: it is no number, no boolean (true, \
+             false, t, f, and their capitalized forms) and no string (strings need double \
+             quotes)"
+        ));
+    }
     match last {
         b'i' => parse_i64(&text[..text.len() - 1])
             .map(FieldValue::Integer)
