@@ -361,3 +361,49 @@ fn deleting_a_topic_under_produce_leaves_the_log_healthy() {
     assert_eq!(s.request("GET", "/health", None).0, 200);
     assert_eq!(s.count("db", "t"), 5);
 }
+
+/// Values that JSON libraries cannot read into numbers or trees are kept and printed as
+/// they were produced, in the documented field order.
+#[test]
+fn consume_prints_values_no_parser_can_hold_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(tmp.path(), &[]);
+    let out = cli(&s, &["create", "odd", "--partitions", "1"]);
+    assert!(out.status.success());
+    let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+    let body =
+        format!("{{\"value\":1e999}}\n{{\"value\":{deep},\"key\":\"k\"}}\n{{\"value\":2}}\n");
+    let (code, answer) = produce(&s, "odd", &body);
+    assert_eq!(code, 200, "{answer}");
+    let out = cli(&s, &["consume", "odd"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{stdout}");
+    assert!(
+        lines[0].starts_with("{\"partition\":0,\"offset\":0,\"timestamp\":")
+            && lines[0].ends_with(",\"key\":null,\"value\":1e999}"),
+        "{}",
+        lines[0]
+    );
+    assert!(lines[1].ends_with(&format!("\"key\":\"k\",\"value\":{deep}}}")));
+    assert!(lines[2].ends_with("\"value\":2}"), "{}", lines[2]);
+
+    // produce --values sends such lines as they are.
+    let input = tmp.path().join("values.txt");
+    std::fs::write(&input, "1e999\nnot json\n").unwrap();
+    let out = cli(&s, &["produce", "odd", "--values", input.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = cli(&s, &["consume", "odd", "--offset", "3"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("\"value\":1e999}"), "{stdout}");
+    assert!(stdout.contains("\"value\":\"not json\"}"), "{stdout}");
+}

@@ -164,13 +164,16 @@ impl Shape {
         if !self.values {
             return line.to_string();
         }
-        let value =
-            serde_json::from_str::<Value>(line).unwrap_or_else(|_| Value::String(line.to_string()));
-        let mut record = json!({ "value": value });
-        if let Some(k) = &self.key {
-            record["key"] = json!(k);
+        // A line that is JSON goes as it is (checked, not parsed into numbers, so 1e999
+        // stays 1e999); any other line becomes a JSON string.
+        let value = match serde_json::from_str::<&serde_json::value::RawValue>(line) {
+            Ok(raw) => raw.get().to_string(),
+            Err(_) => Value::String(line.to_string()).to_string(),
+        };
+        match &self.key {
+            Some(k) => format!("{{\"key\":{},\"value\":{value}}}", Value::String(k.clone())),
+            None => format!("{{\"value\":{value}}}"),
         }
-        record.to_string()
     }
 }
 
@@ -250,6 +253,25 @@ fn shift_line(error: &str, by: usize) -> String {
         .unwrap_or_else(|| error.to_string())
 }
 
+/// One answer of the records endpoint, its values kept as raw JSON text.
+#[derive(serde::Deserialize)]
+struct Fetched<'a> {
+    #[serde(borrow)]
+    records: Vec<FetchedRecord<'a>>,
+    next_offset: u64,
+}
+
+#[derive(serde::Deserialize)]
+struct FetchedRecord<'a> {
+    offset: u64,
+    #[serde(borrow, default)]
+    timestamp: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow, default)]
+    key: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow)]
+    value: &'a serde_json::value::RawValue,
+}
+
 fn consume(
     host: &HostArg,
     name: &str,
@@ -298,23 +320,29 @@ fn consume(
                 ],
                 None,
             )?;
-            let fetch: Value = serde_json::from_str(&text)?;
-            for r in fetch["records"].as_array().into_iter().flatten() {
-                let line = json!({
-                    "partition": p,
-                    "offset": r["offset"],
-                    "timestamp": r["timestamp"],
-                    "key": r["key"],
-                    "value": r["value"],
-                });
-                writeln!(out, "{line}")?;
+            // Values are passed through as the stored JSON text, never parsed: a value no
+            // JSON library reads into numbers or trees (1e999, 10,000 nested arrays) is
+            // still printed exactly as it was produced.
+            let fetch: Fetched<'_> = serde_json::from_str(&text).with_context(|| {
+                format!(
+                    "the answer for partition {p} from offset {} is not the records shape",
+                    next[i]
+                )
+            })?;
+            for r in &fetch.records {
+                writeln!(
+                    out,
+                    "{{\"partition\":{p},\"offset\":{},\"timestamp\":{},\"key\":{},\"value\":{}}}",
+                    r.offset,
+                    r.timestamp.map_or("null", |t| t.get()),
+                    r.key.map_or("null", |k| k.get()),
+                    r.value.get()
+                )
+                .with_context(|| format!("printing partition {p} offset {}", r.offset))?;
                 printed += 1;
                 got += 1;
             }
-            next[i] = fetch["next_offset"]
-                .as_u64()
-                .context("the server's answer has no next_offset")?
-                .to_string();
+            next[i] = fetch.next_offset.to_string();
         }
         out.flush()?;
         if got == 0 {
