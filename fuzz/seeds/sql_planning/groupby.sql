@@ -1,0 +1,1 @@
+SELECT host, date_bin(INTERVAL '1 minute', time) AS t, avg(usage) FROM cpu WHERE time > now() - INTERVAL '1 hour' AND host IN ('a', 'b') GROUP BY 1, 2 ORDER BY 2

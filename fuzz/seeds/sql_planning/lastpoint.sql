@@ -1,0 +1,1 @@
+SELECT c.host, c.usage FROM cpu c JOIN (SELECT host, max(time) AS t FROM cpu GROUP BY host) m ON c.host = m.host AND c.time = m.t
