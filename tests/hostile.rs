@@ -352,3 +352,71 @@ fn query_results_stay_within_the_time_and_size_limits() {
         (200, "[]".into())
     );
 }
+
+#[test]
+fn smaller_refusals_say_what_was_wrong_in_json() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(tmp.path(), &["--max-request-bytes", "20000000"]);
+
+    // 200,000 bad lines: the first 100 listed, the rest counted, nothing huge.
+    let body = "m v=\n".repeat(200_000);
+    let (code, answer) = server.write_v3("db", &body);
+    assert_eq!(code, 400);
+    assert!(answer.len() < 100_000, "{} bytes", answer.len());
+    let v: Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(v["data"].as_array().unwrap().len(), 100);
+    assert_eq!(v["omitted_errors"], 199_900);
+    assert!(
+        v["error"].as_str().unwrap().contains("200000 bad lines"),
+        "{answer}"
+    );
+
+    // A word where a value belongs is named for what it looks like.
+    let (code, answer) = server.write_v3("db", "m v=tru 1");
+    assert_eq!(code, 400);
+    assert!(
+        answer.contains("no boolean (true, false") && !answer.contains("unsigned"),
+        "{answer}"
+    );
+
+    // Query-string errors are JSON like every other error.
+    for path in [
+        "/api/v3/write_lp?db=db&accept_partial=maybe",
+        "/api/v3/topics/t/records?partition=-1",
+    ] {
+        let method = if path.contains("write_lp") {
+            "POST"
+        } else {
+            "GET"
+        };
+        let (code, answer) = server.request(method, path, None);
+        assert_eq!(code, 400, "{path}: {answer}");
+        let v: Value =
+            serde_json::from_str(&answer).unwrap_or_else(|_| panic!("{path}: not JSON: {answer}"));
+        assert!(
+            v["error"]
+                .as_str()
+                .unwrap()
+                .starts_with("invalid query string"),
+            "{answer}"
+        );
+    }
+
+    // Minutes and hours are v1's; v2 and v3 refuse them rather than guess.
+    let (code, answer) = server.post("/api/v3/write_lp?db=db&precision=h", "m v=1 1");
+    assert_eq!(code, 400, "{answer}");
+    assert!(answer.contains("v1 API"), "{answer}");
+    let (code, _) = server.post("/write?db=db&precision=h", "m v=1 1");
+    assert_eq!(code, 204);
+    let rows = server.query("db", "SELECT CAST(time AS BIGINT) AS t FROM m");
+    assert_eq!(rows[0]["t"], 3_600_000_000_000i64);
+
+    // The server's own database and names with control characters are refused.
+    let (code, answer) = server.write_v3("_internal", "m v=1 1");
+    assert_eq!(code, 400);
+    assert!(answer.contains("server's own metrics"), "{answer}");
+    let (code, answer) = server.write_v3("db", "bad\u{0}name v=1 1\nm,ta\u{1}g=x v=1 2\n");
+    assert_eq!(code, 400);
+    assert!(answer.contains("control character"), "{answer}");
+    assert!(answer.contains("\"line_number\":2"), "{answer}");
+}

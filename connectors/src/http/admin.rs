@@ -15,14 +15,14 @@ use std::sync::Arc;
 
 use axum::Extension;
 use axum::body::Body;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::auth::Access;
-use super::{ApiError, AppState, read_body};
+use super::{ApiError, ApiQuery, AppState, read_body};
 use tidemark_storage::tokens::Permission;
 
 /// Parses a retention period; `None` means infinite.
@@ -280,7 +280,7 @@ fn required(v: Option<String>, name: &str) -> Result<String, ApiError> {
 
 pub async fn drop_database(
     State(state): State<Arc<AppState>>,
-    Query(p): Query<DbParams>,
+    ApiQuery(p): ApiQuery<DbParams>,
 ) -> Result<Response, ApiError> {
     let db = required(p.db, "db")?;
     state
@@ -315,7 +315,7 @@ pub async fn configure_table(
 
 pub async fn drop_table(
     State(state): State<Arc<AppState>>,
-    Query(p): Query<DbParams>,
+    ApiQuery(p): ApiQuery<DbParams>,
 ) -> Result<Response, ApiError> {
     let db = required(p.db, "db")?;
     let table = required(p.table, "table")?;
@@ -336,7 +336,7 @@ pub struct DeleteParams {
 pub async fn delete_v2(
     State(state): State<Arc<AppState>>,
     Extension(access): Extension<Access>,
-    Query(p): Query<DeleteParams>,
+    ApiQuery(p): ApiQuery<DeleteParams>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {

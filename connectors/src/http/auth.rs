@@ -15,7 +15,7 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Query, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -24,7 +24,7 @@ use serde::Deserialize;
 use serde_json::json;
 use tidemark_storage::tokens::{Permission, TokenInfo, TokenSpec, TokenStore};
 
-use super::{ApiError, AppState};
+use super::{ApiError, ApiQuery, AppState};
 
 /// The token store of a server with `--auth`.
 #[derive(Debug)]
@@ -308,7 +308,7 @@ pub struct RevokeParams {
 /// `DELETE /api/v3/configure/token?id=` (admin): revokes a token at once.
 pub async fn revoke(
     State(state): State<Arc<AppState>>,
-    Query(p): Query<RevokeParams>,
+    ApiQuery(p): ApiQuery<RevokeParams>,
 ) -> Result<Response, ApiError> {
     let auth = store_of(&state)?;
     let id =

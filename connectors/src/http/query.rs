@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use axum::Extension;
 use axum::body::{Body, Bytes};
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
@@ -21,7 +21,7 @@ use tidemark_query::format::StreamEncoder;
 use tidemark_query::{Error as QueryError, Format, QueryStream, format};
 
 use super::auth::Access;
-use super::{ApiError, AppState, read_body};
+use super::{ApiError, ApiQuery, AppState, read_body};
 use tidemark_storage::tokens::Permission;
 
 #[derive(Debug, Deserialize)]
@@ -34,7 +34,7 @@ pub struct QueryParams {
 pub async fn query_get(
     State(state): State<Arc<AppState>>,
     Extension(access): Extension<Access>,
-    Query(params): Query<QueryParams>,
+    ApiQuery(params): ApiQuery<QueryParams>,
 ) -> Result<Response, ApiError> {
     run(&state, &access, params).await
 }
@@ -42,7 +42,7 @@ pub async fn query_get(
 pub async fn query_post(
     State(state): State<Arc<AppState>>,
     Extension(access): Extension<Access>,
-    Query(url_params): Query<QueryParams>,
+    ApiQuery(url_params): ApiQuery<QueryParams>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use axum::Extension;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -27,7 +27,7 @@ use serde_json::{Value, json};
 use tidemark_engine::topics::{FetchLimits, ProducerRecord, StartAt, TopicInfo};
 
 use super::auth::Access;
-use super::{ApiError, AppState, read_body};
+use super::{ApiError, ApiQuery, AppState, read_body};
 use tidemark_storage::tokens::Permission;
 
 /// At most this many bad lines are described in one answer.
@@ -177,7 +177,7 @@ pub async fn produce(
     State(state): State<Arc<AppState>>,
     Extension(access): Extension<Access>,
     Path(name): Path<String>,
-    Query(params): Query<ProduceParams>,
+    ApiQuery(params): ApiQuery<ProduceParams>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -251,7 +251,7 @@ pub async fn consume(
     State(state): State<Arc<AppState>>,
     Extension(access): Extension<Access>,
     Path(name): Path<String>,
-    Query(params): Query<ConsumeParams>,
+    ApiQuery(params): ApiQuery<ConsumeParams>,
 ) -> Result<Response, ApiError> {
     access.require(Permission::Read, &name)?;
     if params.limit == Some(0) {
