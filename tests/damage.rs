@@ -53,12 +53,10 @@ fn persisted(tmp: &Path) -> (PathBuf, std::collections::HashSet<PathBuf>) {
     for chunk in 0..3 {
         let lines: Vec<String> = (0..1000)
             .map(|i| {
-                let n = chunk * 1000 + i;
-                format!(
-                    "cpu,host=h{} v={n} {}",
-                    n % 7,
-                    1_700_000_000_000_000_000i64 + n
-                )
+                let n: i64 = chunk * 1000 + i;
+                // Two hours apart: two time windows, two files.
+                let t = 1_700_000_000_000_000_000i64 + (n / 1500) * 7_200_000_000_000 + n;
+                format!("cpu,host=h{} v={n} {t}", n % 7)
             })
             .collect();
         assert_eq!(server.write_v3("db", &lines.join("\n")).0, 204);
@@ -182,4 +180,70 @@ fn an_unknown_table_file_is_quarantined_not_deleted() {
         .join("quarantine")
         .join(stray.strip_prefix(&data).unwrap());
     assert!(moved.is_file(), "expected {} to be kept", moved.display());
+}
+
+#[test]
+fn a_damaged_parquet_file_is_named_marked_and_can_be_skipped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, files) = persisted(tmp.path());
+    assert_eq!(files.len(), 2, "{files:?}");
+    let mut files: Vec<PathBuf> = files.into_iter().collect();
+    files.sort();
+    let (damaged, deleted) = (&files[0], &files[1]);
+    let original = std::fs::read(damaged).unwrap();
+    std::fs::write(damaged, &original[..original.len() / 2]).unwrap();
+
+    let server = Server::start_on(data.clone(), vec![]);
+    let (code, body) = server.query_raw("db", "SELECT count(*) AS n, sum(v) AS s FROM cpu", "json");
+    let body = String::from_utf8_lossy(&body);
+    assert_eq!(code, 500, "{body}");
+    assert!(body.contains(&damaged.display().to_string()), "{body}");
+    assert!(body.contains("skip_damaged_files"), "{body}");
+    let marked = server.query("db", "SELECT path, damaged FROM system.files ORDER BY path");
+    assert!(marked[0]["damaged"].is_string(), "{marked:?}");
+    assert!(marked[1]["damaged"].is_null(), "{marked:?}");
+
+    // Per query: answer from the rest.
+    let resp = common::client()
+        .get(server.url("/api/v3/query_sql"))
+        .query(&[
+            ("db", "db"),
+            ("q", "SELECT count(*) AS n, sum(v) AS s FROM cpu"),
+            ("skip_damaged_files", "true"),
+        ])
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let rows: serde_json::Value = resp.json().unwrap();
+    assert_eq!(rows[0]["n"], 1500);
+    // Read from the data pages, not only from footers.
+    assert_eq!(rows[0]["s"], (1500..3000).sum::<i64>() as f64);
+
+    // A deleted file is found and left out the same way.
+    let kept = std::fs::read(deleted).unwrap();
+    std::fs::remove_file(deleted).unwrap();
+    let resp = common::client()
+        .get(server.url("/api/v3/query_sql"))
+        .query(&[
+            ("db", "db"),
+            ("q", "SELECT count(*) AS n, sum(v) AS s FROM cpu"),
+            ("skip_damaged_files", "true"),
+        ])
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let rows: serde_json::Value = resp.json().unwrap();
+    assert_eq!(rows[0]["n"], 0, "{rows}");
+    let marked = server.query("db", "SELECT damaged FROM system.files ORDER BY path");
+    assert!(marked[1]["damaged"].is_string(), "{marked:?}");
+    drop(server);
+    let server = Server::start_on(data.clone(), vec!["--skip-damaged-files".into()]);
+    let rows = server.query("db", "SELECT count(*) AS n, sum(v) AS s FROM cpu");
+    assert_eq!(rows[0]["n"], 0, "{rows:?}");
+
+    // Restored, everything is back (marks last until the restart).
+    drop(server);
+    std::fs::write(damaged, &original).unwrap();
+    std::fs::write(deleted, kept).unwrap();
+    assert_all_rows(&data);
 }

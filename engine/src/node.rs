@@ -290,6 +290,7 @@ impl Node {
             window_ns: config.maintenance.window_ns(),
             cache: DedupCache::default(),
             compactions: Arc::clone(&compactions),
+            damaged: Arc::default(),
         });
         let query = QueryEngine::new(storage, config.query.clone())?;
         let dirty = (buffer.bytes() > 0).then(Instant::now);
@@ -490,8 +491,14 @@ impl Node {
     ///
     /// # Errors
     /// See [`QueryEngine::sql_stream`].
-    pub async fn query_stream(&self, db: &str, sql: &str) -> Result<tidemark_query::QueryStream> {
-        let result = self.query.sql_stream(db, sql).await;
+    pub async fn query_stream(
+        &self,
+        db: &str,
+        sql: &str,
+        skip_damaged_files: Option<bool>,
+    ) -> Result<tidemark_query::QueryStream> {
+        let skip = skip_damaged_files.unwrap_or(self.config.query.skip_damaged_files);
+        let result = self.query.sql_stream_with(db, sql, skip).await;
         if let Err(e) = &result {
             self.metrics.query_error(e.kind());
         }

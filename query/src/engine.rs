@@ -28,6 +28,9 @@ pub struct QueryConfig {
     pub max_concurrent: usize,
     /// DataFusion target partitions (defaults to the number of cores).
     pub target_partitions: usize,
+    /// Answer from the other files when a table file is damaged (`--skip-damaged-files`);
+    /// a query can ask for it too.
+    pub skip_damaged_files: bool,
 }
 
 impl Default for QueryConfig {
@@ -37,6 +40,7 @@ impl Default for QueryConfig {
             memory_limit: 2 * 1024 * 1024 * 1024,
             max_concurrent: 16,
             target_partitions: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            skip_damaged_files: false,
         }
     }
 }
@@ -97,7 +101,7 @@ impl QueryEngine {
         })
     }
 
-    fn session(&self, db: &str) -> Result<SessionContext> {
+    fn session(&self, db: &str, skip_damaged: bool) -> Result<SessionContext> {
         let schema = self
             .storage
             .catalog
@@ -118,7 +122,11 @@ impl QueryEngine {
         ctx.register_udf(DateTrunc::udf());
         ctx.register_catalog(
             CATALOG,
-            Arc::new(DatabaseCatalog::new(schema, Arc::clone(&self.storage))),
+            Arc::new(DatabaseCatalog::new(
+                schema,
+                Arc::clone(&self.storage),
+                skip_damaged,
+            )),
         );
         Ok(ctx)
     }
@@ -170,13 +178,43 @@ impl QueryEngine {
     /// # Cancellation
     /// Dropping the future or the stream aborts the query.
     pub async fn sql_stream(&self, db: &str, sql: &str) -> Result<QueryStream> {
+        self.sql_stream_with(db, sql, self.config.skip_damaged_files)
+            .await
+    }
+
+    /// [`QueryEngine::sql_stream`], choosing whether damaged table files are left out. A
+    /// file found damaged while the query starts is marked, and the query is planned
+    /// again without it (up to [`MAX_DAMAGED_RETRIES`] files).
+    ///
+    /// # Errors
+    /// See [`QueryEngine::sql_stream`]; [`Error::DamagedFile`] naming the file when
+    /// `skip_damaged` is off.
+    pub async fn sql_stream_with(
+        &self,
+        db: &str,
+        sql: &str,
+        skip_damaged: bool,
+    ) -> Result<QueryStream> {
+        let mut attempt = 0;
+        loop {
+            match self.start(db, sql, skip_damaged).await {
+                Err(Error::DamagedFile(what)) if skip_damaged && attempt < MAX_DAMAGED_RETRIES => {
+                    tracing::warn!(error = %what, "answering without a damaged table file");
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn start(&self, db: &str, sql: &str, skip_damaged: bool) -> Result<QueryStream> {
         crate::complexity::check_depth(sql).map_err(|e| Error::TooComplex(e.to_string()))?;
         let deadline = tokio::time::Instant::now() + self.config.timeout;
         let timeout = self.config.timeout;
         let permit = Arc::clone(&self.permits)
             .try_acquire_owned()
             .map_err(|_| Error::TooManyQueries(self.config.max_concurrent))?;
-        let ctx = self.session(db)?;
+        let ctx = self.session(db, skip_damaged)?;
         let sql = sql.to_string();
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Message>>(2);
         let on_timeout = tx.clone();
@@ -199,7 +237,16 @@ impl QueryEngine {
             let df = DataFrame::new(ctx.state(), plan);
             let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
             let mut batches = df.execute_stream().await?;
+            // The first batch before the schema: an error that comes before any row (a
+            // damaged file, most failures) is then the query's answer, which the caller
+            // can still turn into a status code or a retry.
+            let first = batches.next().await.transpose().map_err(Error::from)?;
             if tx.send(Ok(Message::Schema(schema))).await.is_err() {
+                return Ok(());
+            }
+            if let Some(batch) = first
+                && tx.send(Ok(Message::Batch(batch))).await.is_err()
+            {
                 return Ok(());
             }
             while let Some(batch) = batches.next().await {
@@ -251,13 +298,21 @@ impl QueryEngine {
             Some(Ok(Message::Batch(_) | Message::End)) => Err(Error::Internal(
                 "a query sent rows before its schema".into(),
             )),
-            Some(Err(e)) => Err(e),
+            Some(Err(e)) => {
+                // Its last act was to send this: let it end (and free its slot) before
+                // the caller plans again.
+                let _ = tokio::time::timeout_at(deadline, &mut task.0).await;
+                Err(e)
+            }
             None => Err(Error::Internal(
                 "the query task ended without an answer".into(),
             )),
         }
     }
 }
+
+/// Most damaged files one query leaves out before it gives up.
+pub const MAX_DAMAGED_RETRIES: usize = 16;
 
 /// What a running query hands to its reader.
 enum Message {

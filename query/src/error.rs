@@ -28,6 +28,12 @@ pub enum Error {
     #[error("unknown output format {0:?}: expected json, jsonl, csv, pretty or parquet")]
     UnknownFormat(String),
 
+    /// A table file could not be read (the client did nothing wrong).
+    #[error(
+        "{0}; the file is marked in system.files. Restore it from a backup, or answer from the other files with skip_damaged_files=true (or --skip-damaged-files)"
+    )]
+    DamagedFile(String),
+
     #[error("internal error: {0}")]
     Internal(String),
 
@@ -43,6 +49,10 @@ pub enum Error {
 
 impl From<datafusion::error::DataFusionError> for Error {
     fn from(e: datafusion::error::DataFusionError) -> Self {
+        let text = e.to_string();
+        if let Some(at) = text.find(crate::damaged::DAMAGED_MARKER) {
+            return Error::DamagedFile(text[at..].to_string());
+        }
         if matches!(
             e.find_root(),
             datafusion::error::DataFusionError::ResourcesExhausted(_)
@@ -65,6 +75,7 @@ impl Error {
             Error::TooManyQueries(_) => "too_many",
             Error::UnknownFormat(_) => "bad_request",
             Error::Encode(_) | Error::Arrow(_) | Error::Internal(_) => "internal",
+            Error::DamagedFile(_) => "damaged_file",
             Error::Storage(_) => "storage",
         }
     }

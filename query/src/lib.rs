@@ -5,11 +5,12 @@
 //! in the buffer last-write-wins and `merge` does the same across sorted sources while
 //! streaming; `system` exposes the node's state as tables; `engine` runs read-only SQL
 //! under limits (on its own threads; `coop` keeps joins stoppable); `format` encodes
-//! results for the front ends; `complexity` bounds a statement's nesting before it is
+//! results for the front ends; `damaged` marks table files a read failed on; `complexity` bounds a statement's nesting before it is
 //! parsed into a tree.
 
 pub mod complexity;
 mod coop;
+pub mod damaged;
 pub mod dedup;
 pub mod engine;
 pub mod error;

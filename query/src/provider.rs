@@ -52,6 +52,7 @@ use tidemark_storage::history::CompactionHistory;
 use tidemark_storage::manifest::{FileMeta, Tombstone};
 use tidemark_storage::parquet_file::split_by_window;
 
+use crate::damaged::GuardedReaderFactory;
 use crate::dedup::dedup;
 use crate::merge::{DedupMergeExec, key_ordering};
 
@@ -74,6 +75,8 @@ pub struct Storage {
     pub window_ns: i64,
     pub cache: DedupCache,
     pub compactions: Arc<CompactionHistory>,
+    /// Files queries found damaged (see `damaged`).
+    pub damaged: Arc<crate::damaged::DamagedFiles>,
 }
 
 #[derive(Debug, Clone)]
@@ -141,13 +144,18 @@ pub struct DatabaseCatalog {
 }
 
 impl DatabaseCatalog {
-    pub fn new(db: Arc<DatabaseSchema>, storage: Arc<Storage>) -> Self {
+    /// `skip_damaged`: scans leave out files marked damaged (see `damaged`).
+    pub fn new(db: Arc<DatabaseSchema>, storage: Arc<Storage>, skip_damaged: bool) -> Self {
         let system = Arc::new(crate::system::SystemSchema::new(
             Arc::from(db.name()),
             Arc::clone(&storage),
         ));
         Self {
-            tables: Arc::new(DatabaseTables { db, storage }),
+            tables: Arc::new(DatabaseTables {
+                db,
+                storage,
+                skip_damaged,
+            }),
             system,
         }
     }
@@ -171,6 +179,7 @@ impl CatalogProvider for DatabaseCatalog {
 struct DatabaseTables {
     db: Arc<DatabaseSchema>,
     storage: Arc<Storage>,
+    skip_damaged: bool,
 }
 
 #[async_trait]
@@ -189,6 +198,7 @@ impl SchemaProvider for DatabaseTables {
                 db: Arc::from(self.db.name()),
                 schema,
                 storage: Arc::clone(&self.storage),
+                skip_damaged: self.skip_damaged,
             }) as Arc<dyn TableProvider>
         }))
     }
@@ -204,6 +214,8 @@ pub struct Table {
     db: Arc<str>,
     schema: Arc<TableSchema>,
     storage: Arc<Storage>,
+    /// Leave out files marked damaged (queries that asked; never compaction).
+    skip_damaged: bool,
 }
 
 /// One place rows of a table live, as a scan sees it.
@@ -371,11 +383,13 @@ fn df_err(e: impl std::error::Error + Send + Sync + 'static) -> DataFusionError 
 }
 
 impl Table {
+    /// A table as compaction reads it: every file, damaged or not.
     pub fn new(db: Arc<str>, schema: Arc<TableSchema>, storage: Arc<Storage>) -> Self {
         Self {
             db,
             schema,
             storage,
+            skip_damaged: false,
         }
     }
 
@@ -477,8 +491,9 @@ impl Table {
         options.global.bloom_filter_on_read = false;
         let mut source = ParquetSource::new(self.schema.arrow_schema())
             .with_table_parquet_options(options)
-            .with_parquet_file_reader_factory(Arc::new(CachedParquetFileReaderFactory::new(
-                store, cache,
+            .with_parquet_file_reader_factory(Arc::new(GuardedReaderFactory::new(
+                Arc::new(CachedParquetFileReaderFactory::new(store, cache)),
+                Arc::clone(&self.storage.damaged),
             )));
         if let Some(p) = predicate {
             source = source.with_predicate(p);
@@ -617,6 +632,13 @@ impl TableProvider for Table {
                 .collect();
             (files, tombstones, d.retention_of(name))
         });
+        let mut files = files;
+        if self.skip_damaged && !storage.damaged.is_empty() {
+            files.retain(|f| {
+                let path = storage.data_dir.join(&f.path);
+                storage.damaged.reason(&path.to_string_lossy()).is_none()
+            });
+        }
         let cutoff = retention.map(|r| {
             chrono::Utc::now()
                 .timestamp_nanos_opt()

@@ -3,7 +3,7 @@
 //! - `system.tables`: each table with its column count, buffered rows, files, rows and
 //!   bytes in files, and retention.
 //! - `system.files`: each Parquet file with its table, window, time range, rows, bytes,
-//!   compaction level and path.
+//!   compaction level, path, and why a query could not read it (`damaged`).
 //! - `system.compactions`: recent compaction runs of this database (kept in memory).
 
 use std::sync::Arc;
@@ -91,6 +91,8 @@ impl SystemSchema {
             Field::new("bytes", DataType::UInt64, false),
             Field::new("level", DataType::UInt64, false),
             Field::new("path", DataType::Utf8, false),
+            // Why a query could not read the file (null: no query failed on it).
+            Field::new("damaged", DataType::Utf8, true),
         ]));
         let mut list = Vec::new();
         self.storage.store.read(|s| {
@@ -129,6 +131,10 @@ impl SystemSchema {
             Arc::new(StringArray::from_iter_values(
                 list.iter().map(|(_, f)| f.path.as_str()),
             )),
+            Arc::new(StringArray::from_iter(list.iter().map(|(_, f)| {
+                let path = self.storage.data_dir.join(&f.path);
+                self.storage.damaged.reason(&path.to_string_lossy())
+            }))),
         ];
         Ok(RecordBatch::try_new(schema, columns)?)
     }

@@ -102,6 +102,10 @@ pub struct ServeArgs {
     /// Queries allowed to run at once (more get 503).
     #[arg(long, env = "TIDEMARK_MAX_CONCURRENT_QUERIES", default_value_t = 16)]
     max_concurrent_queries: usize,
+    /// Answer queries from the other files when a table file is damaged (missing,
+    /// truncated, unreadable) instead of failing them; the file is marked in system.files.
+    #[arg(long, env = "TIDEMARK_SKIP_DAMAGED_FILES")]
+    skip_damaged_files: bool,
     /// Largest result of a query in a format that cannot stream (pretty, parquet), in
     /// bytes of Arrow memory; json, jsonl and csv results stream.
     #[arg(long, env = "TIDEMARK_MAX_RESULT_BYTES", default_value_t = 256 * 1024 * 1024)]
@@ -219,6 +223,7 @@ async fn serve_main(args: ServeArgs) -> anyhow::Result<ExitCode> {
         timeout: Duration::from_secs(args.query_timeout_secs.max(1)),
         memory_limit: args.query_memory_mb.saturating_mul(1024 * 1024),
         max_concurrent: args.max_concurrent_queries.max(1),
+        skip_damaged_files: args.skip_damaged_files,
         ..QueryConfig::default()
     };
 

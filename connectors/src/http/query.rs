@@ -29,6 +29,8 @@ pub struct QueryParams {
     db: Option<String>,
     q: Option<String>,
     format: Option<String>,
+    /// Answer from the other files when a table file is damaged.
+    skip_damaged_files: Option<bool>,
 }
 
 pub async fn query_get(
@@ -52,6 +54,7 @@ pub async fn query_post(
             db: None,
             q: None,
             format: None,
+            skip_damaged_files: None,
         }
     } else {
         serde_json::from_slice::<QueryParams>(&body).map_err(|e| {
@@ -63,6 +66,7 @@ pub async fn query_post(
     params.db = params.db.or(url_params.db);
     params.q = params.q.or(url_params.q);
     params.format = params.format.or(url_params.format);
+    params.skip_damaged_files = params.skip_damaged_files.or(url_params.skip_damaged_files);
     run(&state, &access, params).await
 }
 
@@ -84,7 +88,7 @@ async fn run(state: &AppState, access: &Access, params: QueryParams) -> Result<R
     let started = Instant::now();
     let node = Arc::clone(&state.node);
     let mut stream = node
-        .query_stream(&db, &q)
+        .query_stream(&db, &q, params.skip_damaged_files)
         .await
         .map_err(ApiError::from_node)?;
     let failed = |e: QueryError| {
