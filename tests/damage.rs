@@ -182,6 +182,21 @@ fn an_unknown_table_file_is_quarantined_not_deleted() {
     assert!(moved.is_file(), "expected {} to be kept", moved.display());
 }
 
+/// `count(*)` and `sum(v)` of `cpu`, asking to skip damaged files.
+fn count_skipping_damaged(server: &Server) -> serde_json::Value {
+    let resp = common::client()
+        .get(server.url("/api/v3/query_sql"))
+        .query(&[
+            ("db", "db"),
+            ("q", "SELECT count(*) AS n, sum(v) AS s FROM cpu"),
+            ("skip_damaged_files", "true"),
+        ])
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    resp.json().unwrap()
+}
+
 #[test]
 fn a_damaged_parquet_file_is_named_marked_and_can_be_skipped() {
     let tmp = tempfile::tempdir().unwrap();
@@ -204,17 +219,7 @@ fn a_damaged_parquet_file_is_named_marked_and_can_be_skipped() {
     assert!(marked[1]["damaged"].is_null(), "{marked:?}");
 
     // Per query: answer from the rest.
-    let resp = common::client()
-        .get(server.url("/api/v3/query_sql"))
-        .query(&[
-            ("db", "db"),
-            ("q", "SELECT count(*) AS n, sum(v) AS s FROM cpu"),
-            ("skip_damaged_files", "true"),
-        ])
-        .send()
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 200);
-    let rows: serde_json::Value = resp.json().unwrap();
+    let rows = count_skipping_damaged(&server);
     assert_eq!(rows[0]["n"], 1500);
     // Read from the data pages, not only from footers.
     assert_eq!(rows[0]["s"], (1500..3000).sum::<i64>() as f64);
@@ -222,17 +227,7 @@ fn a_damaged_parquet_file_is_named_marked_and_can_be_skipped() {
     // A deleted file is found and left out the same way.
     let kept = std::fs::read(deleted).unwrap();
     std::fs::remove_file(deleted).unwrap();
-    let resp = common::client()
-        .get(server.url("/api/v3/query_sql"))
-        .query(&[
-            ("db", "db"),
-            ("q", "SELECT count(*) AS n, sum(v) AS s FROM cpu"),
-            ("skip_damaged_files", "true"),
-        ])
-        .send()
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 200);
-    let rows: serde_json::Value = resp.json().unwrap();
+    let rows = count_skipping_damaged(&server);
     assert_eq!(rows[0]["n"], 0, "{rows}");
     let marked = server.query("db", "SELECT damaged FROM system.files ORDER BY path");
     assert!(marked[1]["damaged"].is_string(), "{marked:?}");
@@ -246,4 +241,74 @@ fn a_damaged_parquet_file_is_named_marked_and_can_be_skipped() {
     std::fs::write(damaged, &original).unwrap();
     std::fs::write(deleted, kept).unwrap();
     assert_all_rows(&data);
+}
+
+/// Runs `tidemark repair` on `data`; returns (success, stdout and stderr).
+fn repair(data: &Path) -> (bool, String) {
+    let out = Command::new(BIN)
+        .args(["repair", "--data-dir"])
+        .arg(data)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[test]
+fn repair_rebuilds_a_lost_or_damaged_catalog_from_the_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, files) = persisted(tmp.path());
+
+    // Not under a running server.
+    let server = Server::start_on(data.clone(), vec![]);
+    let (ok, out) = repair(&data);
+    assert!(!ok && out.contains("another tidemark process"), "{out}");
+    drop(server);
+
+    // A damaged catalog: refused at start, rebuilt by repair, every row back.
+    let log = newest_catalog_log(&data);
+    let mut damaged = std::fs::read(&log).unwrap();
+    let at = damaged.len() - 10;
+    damaged[at] ^= 0x20;
+    std::fs::write(&log, &damaged).unwrap();
+    assert!(refused_start(&data).contains("tidemark repair"));
+    let (ok, out) = repair(&data);
+    assert!(ok, "{out}");
+    assert!(out.contains("from 2 table files (3000 rows)"), "{out}");
+    assert!(out.contains("catalog.before-repair-"), "{out}");
+    assert_eq!(table_files(&data), files);
+    assert_all_rows(&data);
+
+    // A missing catalog, after more writes that are only in the log.
+    let server = Server::start_on(data.clone(), vec![]);
+    assert_eq!(
+        server
+            .write_v3("db", "cpu,host=h0 v=7 1700000000000000000")
+            .0,
+        204
+    );
+    assert_eq!(
+        server
+            .write_v3("db", "cpu,host=new v=1 1700000000000000001")
+            .0,
+        204
+    );
+    drop(server); // kill -9: the last rows are in the log only
+    std::fs::remove_dir_all(data.join("catalog")).unwrap();
+    let (ok, out) = repair(&data);
+    assert!(ok, "{out}");
+    let server = Server::start_on(data.clone(), vec![]);
+    assert_eq!(server.count("db", "cpu"), 3001);
+    // The overwrite in the log wins over the file's row, as before.
+    let rows = server.query(
+        "db",
+        "SELECT v FROM cpu WHERE host = 'h0' AND time = '2023-11-14T22:13:20Z'",
+    );
+    assert_eq!(rows[0]["v"], 7.0);
 }

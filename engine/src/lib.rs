@@ -17,7 +17,7 @@ pub mod topology;
 
 pub use error::{Error, Result};
 pub use maintenance::MaintenanceConfig;
-pub use node::{Durability, Node, NodeConfig, WriteSummary};
+pub use node::{Durability, Node, NodeConfig, WriteSummary, lock_data_dir};
 
 /// Makes ring the process's TLS crypto provider, which every HTTPS client (reqwest over
 /// rustls) needs before it is built; a provider already installed stays. Tidemark builds

@@ -110,6 +110,8 @@ pub struct WriteSummary {
 /// A running node.
 #[derive(Debug)]
 pub struct Node {
+    /// Held while the node runs: one process per data directory (see [`lock_data_dir`]).
+    _dir_lock: std::fs::File,
     pub(crate) config: NodeConfig,
     pub(crate) catalog: Arc<Catalog>,
     pub(crate) buffer: Arc<WriteBuffer>,
@@ -161,6 +163,7 @@ impl Node {
             std::fs::canonicalize(&config.data_dir).map_err(|e| io(&config.data_dir, e))?;
         let log_root = config.data_dir.join("log");
         std::fs::create_dir_all(&log_root).map_err(|e| io(&log_root, e))?;
+        let dir_lock = lock_data_dir(&config.data_dir)?;
         maintenance::check_catalog_present(&config.data_dir)?;
         let store = Arc::new(CatalogStore::open(&config.data_dir.join("catalog"))?);
         maintenance::finish_interrupted_drops(&config.data_dir, &store)?;
@@ -295,6 +298,7 @@ impl Node {
         let query = QueryEngine::new(storage, config.query.clone())?;
         let dirty = (buffer.bytes() > 0).then(Instant::now);
         Ok(Self {
+            _dir_lock: dir_lock,
             config,
             catalog,
             buffer,
@@ -595,6 +599,31 @@ pub(crate) fn open_partition_logs(dir: &Path, partitions: u32) -> Result<Vec<Arc
                 .map_err(Error::from)
         })
         .collect()
+}
+
+/// Takes the data directory's lock (`<data-dir>/lock`, an exclusive advisory lock the
+/// kernel drops when the process ends, however it ends): one server per directory, and
+/// no `tidemark repair` under a running server.
+///
+/// # Errors
+/// Another process holds it, or the file cannot be made.
+pub fn lock_data_dir(data_dir: &Path) -> Result<std::fs::File> {
+    let path = data_dir.join("lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| io(&path, e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Invalid(format!(
+            "another tidemark process is using the data directory {} (it holds {})",
+            data_dir.display(),
+            path.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(io(&path, e)),
+    }
 }
 
 pub(crate) fn count_partitions(dir: &Path, name: &str) -> Result<u32> {

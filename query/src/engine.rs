@@ -277,12 +277,17 @@ impl QueryEngine {
             return Err(Error::Internal("the query threads are shut down".into()));
         };
         let mut task = AbortOnDrop(executor.spawn(run));
+        // A join handle must not be polled again once it has answered.
+        let mut joined_already = false;
         let first = tokio::select! {
             m = rx.recv() => m,
-            joined = &mut task.0 => match joined {
-                // The task ended: what it sent is still in the channel.
-                Ok(()) => rx.recv().await,
-                Err(e) => return Err(Error::Internal(format!("the query task failed: {e}"))),
+            joined = &mut task.0 => {
+                joined_already = true;
+                match joined {
+                    // The task ended: what it sent is still in the channel.
+                    Ok(()) => rx.recv().await,
+                    Err(e) => return Err(Error::Internal(format!("the query task failed: {e}"))),
+                }
             },
             () = tokio::time::sleep_until(deadline) => return Err(Error::Timeout(timeout)),
         };
@@ -301,7 +306,9 @@ impl QueryEngine {
             Some(Err(e)) => {
                 // Its last act was to send this: let it end (and free its slot) before
                 // the caller plans again.
-                let _ = tokio::time::timeout_at(deadline, &mut task.0).await;
+                if !joined_already {
+                    let _ = tokio::time::timeout_at(deadline, &mut task.0).await;
+                }
                 Err(e)
             }
             None => Err(Error::Internal(

@@ -6,6 +6,7 @@ mod import;
 mod load;
 mod post;
 mod query;
+mod repair;
 mod serve;
 mod token;
 mod topic;
@@ -62,6 +63,8 @@ enum Command {
     /// Create, list and revoke API tokens (for servers started with --auth).
     #[command(subcommand)]
     Token(token::TokenCommand),
+    /// Rebuild a lost or damaged catalog from the table files (the server must be stopped).
+    Repair(repair::RepairArgs),
 }
 
 impl Cli {
@@ -98,6 +101,7 @@ pub fn run() -> std::process::ExitCode {
         Command::Topology(cmd) => topology::run(cmd),
         Command::Topic(cmd) => topic::run(cmd),
         Command::Token(cmd) => token::run(cmd),
+        Command::Repair(args) => repair::run(args),
     };
     match result {
         Ok(code) => code,

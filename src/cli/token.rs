@@ -71,7 +71,7 @@ pub fn run(cmd: TokenCommand) -> anyhow::Result<ExitCode> {
         TokenCommand::List { target } => match &target.data_dir {
             Some(dir) => {
                 let store = open(dir)?;
-                let tokens: Vec<Value> = store.list().iter().map(describe).collect();
+                let tokens: Vec<Value> = store.list().iter().map(TokenInfo::summary).collect();
                 print(&serde_json::to_string_pretty(&json!({ "tokens": tokens }))?)
             }
             None => print(&send(
@@ -113,16 +113,6 @@ fn open(dir: &std::path::Path) -> anyhow::Result<TokenStore> {
         dir.display()
     );
     TokenStore::open(dir).with_context(|| format!("opening the token store of {}", dir.display()))
-}
-
-fn describe(t: &TokenInfo) -> Value {
-    json!({
-        "id": t.id,
-        "name": t.name,
-        "admin": t.admin,
-        "databases": t.databases,
-        "permissions": t.permissions,
-    })
 }
 
 fn create(args: CreateArgs) -> anyhow::Result<ExitCode> {

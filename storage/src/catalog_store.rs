@@ -24,8 +24,8 @@ use crate::manifest::{CatalogOp, CatalogState};
 pub const CHECKPOINT_MAGIC: &[u8; 8] = b"TDMKCKP\0";
 pub const CATALOG_LOG_MAGIC: &[u8; 8] = b"TDMKCLG\0";
 pub const CATALOG_FORMAT_VERSION: u32 = 1;
-/// magic | u32 version | u32 crc32c(payload) | u64 payload length.
-const CHECKPOINT_HEADER_LEN: usize = 24;
+/// A checkpoint is a sealed file (`sealed`).
+const CHECKPOINT_HEADER_LEN: usize = crate::sealed::HEADER_LEN;
 /// magic | u32 version | u32 reserved (0) | u64 sequence of the first op.
 const LOG_HEADER_LEN: usize = 24;
 /// u32 length of body | u32 crc32c(body); body = u8 version | JSON op.
@@ -83,30 +83,9 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
 /// # Errors
 /// [`Error::CorruptCatalog`] on any damage; the checkpoint is never partially trusted.
 pub fn decode_checkpoint(path: &Path, data: &[u8]) -> Result<CatalogState> {
-    if data.len() < CHECKPOINT_HEADER_LEN || &data[..8] != CHECKPOINT_MAGIC {
-        return Err(corrupt(path, 0, "not a catalog checkpoint (bad magic)"));
-    }
-    let version = u32_at(data, 8);
-    if version != CATALOG_FORMAT_VERSION {
-        return Err(corrupt(
-            path,
-            8,
-            format!("unsupported checkpoint version {version}"),
-        ));
-    }
-    let crc = u32_at(data, 12);
-    let len = u64_at(data, 16);
-    let body = &data[CHECKPOINT_HEADER_LEN..];
-    if body.len() as u64 != len {
-        return Err(corrupt(
-            path,
-            16,
-            format!("payload is {} bytes, header says {len}", body.len()),
-        ));
-    }
-    if crc32c::crc32c(body) != crc {
-        return Err(corrupt(path, 12, "CRC-32C mismatch"));
-    }
+    let body = crate::sealed::decode(data, CHECKPOINT_MAGIC, CATALOG_FORMAT_VERSION).map_err(
+        |(position, reason)| corrupt(path, position, format!("catalog checkpoint: {reason}")),
+    )?;
     serde_json::from_slice(body)
         .map_err(|e| corrupt(path, CHECKPOINT_HEADER_LEN as u64, e.to_string()))
 }
@@ -173,13 +152,11 @@ pub fn decode_log(path: &Path, data: &[u8]) -> Result<(u64, Vec<CatalogOp>, usiz
 pub fn encode_checkpoint(state: &CatalogState) -> Result<Vec<u8>> {
     let body = serde_json::to_vec(state)
         .map_err(|e| Error::Internal(format!("encode catalog checkpoint: {e}")))?;
-    let mut data = Vec::with_capacity(body.len() + CHECKPOINT_HEADER_LEN);
-    data.extend_from_slice(CHECKPOINT_MAGIC);
-    data.extend_from_slice(&CATALOG_FORMAT_VERSION.to_le_bytes());
-    data.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
-    data.extend_from_slice(&(body.len() as u64).to_le_bytes());
-    data.extend_from_slice(&body);
-    Ok(data)
+    Ok(crate::sealed::encode(
+        CHECKPOINT_MAGIC,
+        CATALOG_FORMAT_VERSION,
+        &body,
+    ))
 }
 
 /// The header of a catalog log whose first op is number `seq`.

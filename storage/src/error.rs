@@ -72,7 +72,8 @@ pub enum Error {
 
     #[error(
         "catalog file {path} is corrupt at {position}: {reason}; the node refuses to start \
-         rather than lose track of files"
+         rather than lose track of files. Restore the catalog from a backup, or rebuild it \
+         from the table files with `tidemark repair --data-dir <dir>`"
     )]
     CorruptCatalog {
         path: PathBuf,
@@ -96,7 +97,8 @@ pub enum Error {
     #[error(
         "the catalog directory {path} is missing or empty, but the data directory holds \
          {what}: starting would lose track of that data. Restore the catalog directory \
-         (from a backup), or point --data-dir at the right directory"
+         (from a backup), point --data-dir at the right directory, or rebuild the catalog \
+         from the table files with `tidemark repair --data-dir <dir>`"
     )]
     MissingCatalog { path: PathBuf, what: String },
 

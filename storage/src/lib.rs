@@ -5,7 +5,8 @@
 //! `payload` (encoded for the log) -> `log` (durable, group-committed partition logs) ->
 //! `buffer` (in-memory Arrow batches that queries read). `catalog` holds the schema every
 //! step validates against. On start, replaying the log rebuilds catalog and buffer.
-//! `tokens` keeps the hashes of API tokens.
+//! `tokens` keeps the hashes of API tokens; `repair` rebuilds a lost catalog from the
+//! table files.
 
 pub mod batch;
 pub mod buffer;
@@ -19,6 +20,8 @@ pub mod log;
 pub mod manifest;
 pub mod parquet_file;
 pub mod payload;
+pub mod repair;
+pub mod sealed;
 pub mod tokens;
 pub mod topic;
 

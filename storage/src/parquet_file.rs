@@ -5,7 +5,8 @@
 //! (tags, time) and deduplicated; [`ParquetSink`] writes them with zstd, page-level
 //! statistics and page indexes (so DataFusion prunes row groups and pages), records the
 //! sort order in the file, and collects what the catalog keeps about the file ([`FileMeta`]):
-//! time range, rows, bytes and each tag's value range.
+//! time range, rows, bytes and each tag's value range. The file also carries that record in
+//! its own footer ([`FileDescription`]), so a lost catalog can be rebuilt from the files.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -44,6 +45,25 @@ pub fn path_component(name: &str) -> String {
     out
 }
 
+/// Undoes escapes of the form `<marker>XX` (two hex digits a byte): a path component's
+/// `~XX` here, a URL's `%XX` elsewhere. `None` when an escape or the result is malformed.
+pub fn unescape_hex(text: &str, marker: u8) -> Option<String> {
+    let b = text.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == marker {
+            let hex = text.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 /// Directory of a table's files, relative to the data directory.
 pub fn table_dir(db: &str, table: &str) -> PathBuf {
     database_dir(db).join(path_component(table))
@@ -70,8 +90,23 @@ pub struct ParquetSink {
     writer: ArrowWriter<File>,
     path: PathBuf,
     meta: FileMeta,
+    /// Name and kind of every column, for the file's own description of itself.
+    columns: Vec<(String, ColumnKind)>,
     tag_columns: Vec<usize>,
     time_column: usize,
+}
+
+/// Key of the Parquet key-value metadata entry in which a file describes itself (see
+/// [`FileDescription`]): what `tidemark repair` rebuilds a lost catalog from.
+pub const FILE_DESCRIPTION_KEY: &str = "tidemark.file";
+
+/// What a table file says of itself, written into its footer when it is finished.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct FileDescription {
+    pub version: u32,
+    /// The catalog's record of the file, `bytes` left 0 (the footer cannot know it).
+    pub meta: FileMeta,
+    pub columns: Vec<(String, ColumnKind)>,
 }
 
 impl std::fmt::Debug for ParquetSink {
@@ -99,6 +134,12 @@ impl ParquetSink {
             std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
         }
         let file = File::create(&path).map_err(|e| Error::io(&path, e))?;
+        let columns: Vec<(String, ColumnKind)> = schema
+            .fields()
+            .iter()
+            .zip(kinds)
+            .map(|(f, k)| (f.name().clone(), *k))
+            .collect();
         let tag_columns: Vec<usize> = kinds
             .iter()
             .enumerate()
@@ -145,6 +186,7 @@ impl ParquetSink {
                 tag_ranges: BTreeMap::new(),
                 ..meta
             },
+            columns,
             tag_columns,
             time_column,
         })
@@ -207,11 +249,23 @@ impl ParquetSink {
     /// I/O and Parquet errors.
     pub fn finish(self) -> Result<FileMeta> {
         let Self {
-            writer,
+            mut writer,
             path,
             mut meta,
+            columns,
             ..
         } = self;
+        let description = FileDescription {
+            version: 1,
+            meta: meta.clone(),
+            columns,
+        };
+        let text = serde_json::to_string(&description)
+            .map_err(|e| Error::Internal(format!("describing {}: {e}", path.display())))?;
+        writer.append_key_value_metadata(parquet::file::metadata::KeyValue::new(
+            FILE_DESCRIPTION_KEY.to_string(),
+            text,
+        ));
         let file = writer.into_inner().map_err(|e| Error::Parquet {
             path: path.clone(),
             source: e,
@@ -288,6 +342,18 @@ pub fn remove_file_and_empty_dirs(path: &Path, stop: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn escaped_components_come_back() {
+        for name in ["cpu/load", "plain", "a~b", "ü ~7E"] {
+            assert_eq!(
+                unescape_hex(&path_component(name), b'~').as_deref(),
+                Some(name)
+            );
+        }
+        assert_eq!(unescape_hex("bad~Z", b'~'), None);
+        assert_eq!(unescape_hex("a%20b", b'%').as_deref(), Some("a b"));
+    }
 
     #[test]
     fn names_cannot_escape_their_directory() {

@@ -22,8 +22,6 @@ use crate::error::{Error, Result};
 
 pub const TOKENS_MAGIC: &[u8; 8] = b"TDMKTOK\0";
 pub const TOKENS_FORMAT_VERSION: u32 = 1;
-/// magic | u32 version | u32 crc32c(payload) | u64 payload length.
-const HEADER_LEN: usize = 24;
 const FILE: &str = "tokens";
 const LOCK: &str = "lock";
 /// What every token text starts with (so that a leaked one is easy to search for).
@@ -54,6 +52,18 @@ pub struct TokenInfo {
 }
 
 impl TokenInfo {
+    /// What lists show of a token: never its hash.
+    pub fn summary(&self) -> serde_json::Value {
+        serde_json::json!({
+            "id": self.id,
+            "name": self.name,
+            "admin": self.admin,
+            "databases": self.databases,
+            "permissions": self.permissions,
+            "created": chrono::DateTime::from_timestamp_nanos(self.created_ns).to_rfc3339(),
+        })
+    }
+
     /// Whether this token may do `what` on the database or topic `name`.
     pub fn allows(&self, what: Permission, name: &str) -> bool {
         self.admin
@@ -122,45 +132,20 @@ fn corrupt(path: &Path, reason: impl Into<String>) -> Error {
     }
 }
 
-/// Encodes the store file: header and JSON payload.
+/// Encodes the store file: a sealed file (`sealed`) of JSON.
 fn encode(contents: &Contents) -> Result<Vec<u8>> {
     let body =
         serde_json::to_vec(contents).map_err(|e| Error::Internal(format!("encode tokens: {e}")))?;
-    let mut data = Vec::with_capacity(HEADER_LEN + body.len());
-    data.extend_from_slice(TOKENS_MAGIC);
-    data.extend_from_slice(&TOKENS_FORMAT_VERSION.to_le_bytes());
-    data.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
-    data.extend_from_slice(&(body.len() as u64).to_le_bytes());
-    data.extend_from_slice(&body);
-    Ok(data)
+    Ok(crate::sealed::encode(
+        TOKENS_MAGIC,
+        TOKENS_FORMAT_VERSION,
+        &body,
+    ))
 }
 
 fn decode(path: &Path, data: &[u8]) -> Result<Contents> {
-    if data.len() < HEADER_LEN || &data[..8] != TOKENS_MAGIC {
-        return Err(corrupt(path, "not a token store (bad magic)"));
-    }
-    let word = |at: usize| {
-        let mut a = [0u8; 4];
-        a.copy_from_slice(&data[at..at + 4]);
-        u32::from_le_bytes(a)
-    };
-    let version = word(8);
-    if version != TOKENS_FORMAT_VERSION {
-        return Err(corrupt(path, format!("unsupported version {version}")));
-    }
-    let mut len = [0u8; 8];
-    len.copy_from_slice(&data[16..24]);
-    let len = u64::from_le_bytes(len);
-    let body = &data[HEADER_LEN..];
-    if body.len() as u64 != len {
-        return Err(corrupt(
-            path,
-            format!("payload is {} bytes, header says {len}", body.len()),
-        ));
-    }
-    if crc32c::crc32c(body) != word(12) {
-        return Err(corrupt(path, "CRC-32C mismatch"));
-    }
+    let body = crate::sealed::decode(data, TOKENS_MAGIC, TOKENS_FORMAT_VERSION)
+        .map_err(|(at, reason)| corrupt(path, format!("{reason} (byte {at})")))?;
     serde_json::from_slice(body).map_err(|e| corrupt(path, e.to_string()))
 }
 

@@ -22,6 +22,7 @@ use axum::response::{IntoResponse, Response};
 use parking_lot::Mutex;
 use serde::Deserialize;
 use serde_json::json;
+use tidemark_storage::parquet_file::unescape_hex;
 use tidemark_storage::tokens::{Permission, TokenInfo, TokenSpec, TokenStore};
 
 use super::{ApiError, ApiQuery, AppState};
@@ -108,26 +109,9 @@ fn presented(req: &Request) -> Option<String> {
 fn url_params(query: &str) -> impl Iterator<Item = (String, String)> + '_ {
     query.split('&').filter_map(|pair| {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let decode = |s: &str| percent_decode(&s.replace('+', " "));
+        let decode = |s: &str| unescape_hex(&s.replace('+', " "), b'%');
         Some((decode(k)?, decode(v)?))
     })
-}
-
-fn percent_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = s.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 /// Routes only an admin token may call.
@@ -283,20 +267,7 @@ pub async fn list(State(state): State<Arc<AppState>>) -> Result<Response, ApiErr
     let auth = store_of(&state)?;
     let mut store = auth.store.lock();
     let _ = store.reload_if_changed();
-    let tokens: Vec<serde_json::Value> = store
-        .list()
-        .into_iter()
-        .map(|t| {
-            json!({
-                "id": t.id,
-                "name": t.name,
-                "admin": t.admin,
-                "databases": t.databases,
-                "permissions": t.permissions,
-                "created": chrono::DateTime::from_timestamp_nanos(t.created_ns).to_rfc3339(),
-            })
-        })
-        .collect();
+    let tokens: Vec<serde_json::Value> = store.list().iter().map(TokenInfo::summary).collect();
     Ok(Json(json!({ "tokens": tokens })).into_response())
 }
 
