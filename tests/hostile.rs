@@ -223,6 +223,18 @@ fn deployed_topologies_stay_in_their_sandbox() {
         );
     }
     assert!(!std::path::Path::new("/tmp/owned.jsonl").exists());
+    // A file inside the directory that does not parse: named, never quoted.
+    std::fs::write(
+        files.join("secret.jsonl"),
+        "root:x:0:0:root:/root:/bin/bash\n",
+    )
+    .unwrap();
+    let (code, body) = server.post("/api/v3/topologies", source("secret.jsonl", "jsonl"));
+    assert_eq!(code, 400, "{body}");
+    assert!(
+        body.contains("does not parse") && !body.contains("root:x"),
+        "{body}"
+    );
 
     // Inside the directory, sources and sinks work as before.
     let yaml = "name: copy\nsources:\n  s: { type: file, path: in.jsonl, format: jsonl }\nsinks:\n  o: { inputs: [s], type: file, path: out.jsonl, format: jsonl }\n";

@@ -153,6 +153,7 @@ impl Policy {
     /// resolve to. Returns what is refused, each at its node.
     pub async fn apply(&self, spec: &mut Spec) -> Vec<Problem> {
         let mut problems = Vec::new();
+        spec.confined = self.sandbox.is_some();
         for n in &mut spec.nodes {
             let node_path = n.path();
             let node_loc = n.loc;

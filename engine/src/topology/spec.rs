@@ -354,6 +354,8 @@ pub struct Spec {
     /// Nodes left out because of their own problems: inputs naming them are not reported
     /// again as unknown.
     pub broken: Vec<String>,
+    /// Deployed to a server (see `policy`): problems never quote a file's contents.
+    pub confined: bool,
 }
 
 impl Spec {
@@ -693,6 +695,7 @@ pub fn parse(text: &str) -> (Option<Spec>, Vec<Problem>) {
             name,
             nodes,
             broken,
+            confined: false,
         }),
         r.problems,
     )

@@ -125,6 +125,8 @@ fn value_type(t: &DataType) -> &DataType {
 
 struct Checker {
     problems: Vec<Problem>,
+    /// A server's topology: no problem quotes a file (see `policy`).
+    confined: bool,
 }
 
 impl Checker {
@@ -171,6 +173,7 @@ fn named_outputs(kind: &Kind) -> &'static [&'static str] {
 pub async fn validate(spec: Spec, tables: &dyn TableSchemas) -> Result<Validated, Vec<Problem>> {
     let mut c = Checker {
         problems: Vec::new(),
+        confined: spec.confined,
     };
     let index: HashMap<&str, usize> = {
         let mut index = HashMap::new();
@@ -385,6 +388,20 @@ async fn derive(
             n.event_time.as_ref().map(|t| t.name.as_str()),
         ) {
             Ok(schema) => source_info(c, n, schema),
+            Err(_) if c.confined => {
+                // The reader's message may quote the file; an HTTP answer must not.
+                c.problem(
+                    n.loc,
+                    n,
+                    format!(
+                        "cannot read {path} as {format:?}: it does not parse as that format (a deployed topology's errors never quote a file; `tidemark topology validate` on the server's machine shows the details)"
+                    ),
+                );
+                NodeInfo {
+                    schema: None,
+                    event_time: None,
+                }
+            }
             Err(e) => {
                 c.problem(n.loc, n, e);
                 NodeInfo {
