@@ -34,6 +34,12 @@ pub enum Error {
     )]
     DamagedFile(String),
 
+    /// Stored data could not be read, and no single file could be named.
+    #[error(
+        "reading the table's stored data failed: {0}; a table file may be damaged (see system.files and the server log)"
+    )]
+    ReadFailed(String),
+
     #[error("internal error: {0}")]
     Internal(String),
 
@@ -52,6 +58,16 @@ impl From<datafusion::error::DataFusionError> for Error {
         let text = e.to_string();
         if let Some(at) = text.find(crate::damaged::DAMAGED_MARKER) {
             return Error::DamagedFile(text[at..].to_string());
+        }
+        // Reading stored data failed where no file could be named (a page that does not
+        // decode): the server's data is at fault, not the query.
+        if matches!(
+            e.find_root(),
+            datafusion::error::DataFusionError::ParquetError(_)
+                | datafusion::error::DataFusionError::ObjectStore(_)
+                | datafusion::error::DataFusionError::IoError(_)
+        ) {
+            return Error::ReadFailed(text);
         }
         if matches!(
             e.find_root(),
@@ -75,7 +91,7 @@ impl Error {
             Error::TooManyQueries(_) => "too_many",
             Error::UnknownFormat(_) => "bad_request",
             Error::Encode(_) | Error::Arrow(_) | Error::Internal(_) => "internal",
-            Error::DamagedFile(_) => "damaged_file",
+            Error::DamagedFile(_) | Error::ReadFailed(_) => "damaged_file",
             Error::Storage(_) => "storage",
         }
     }
