@@ -312,3 +312,29 @@ fn repair_rebuilds_a_lost_or_damaged_catalog_from_the_files() {
     );
     assert_eq!(rows[0]["v"], 7.0);
 }
+
+/// Garbage inside a data page (the footer intact): the failed decode is traced to its
+/// file, which is named, marked and skipped like a truncated one.
+#[test]
+fn a_garbled_data_page_is_traced_to_its_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, files) = persisted(tmp.path());
+    let mut files: Vec<PathBuf> = files.into_iter().collect();
+    files.sort();
+    let garbled = &files[1];
+    let mut bytes = std::fs::read(garbled).unwrap();
+    let middle = bytes.len() / 3;
+    for b in &mut bytes[middle..middle + 64] {
+        *b = 0xA5;
+    }
+    std::fs::write(garbled, &bytes).unwrap();
+
+    let server = Server::start_on(data.clone(), vec![]);
+    let (code, body) = server.query_raw("db", "SELECT count(*) AS n, sum(v) AS s FROM cpu", "json");
+    let body = String::from_utf8_lossy(&body);
+    assert_eq!(code, 500, "{body}");
+    assert!(body.contains(&garbled.display().to_string()), "{body}");
+    let rows = count_skipping_damaged(&server);
+    assert_eq!(rows[0]["n"], 1500, "{rows}");
+    assert_eq!(rows[0]["s"], (0..1500).sum::<i64>() as f64);
+}

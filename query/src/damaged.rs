@@ -3,7 +3,8 @@
 //! Every Parquet read of a query goes through [`GuardedReaderFactory`]: a read that fails
 //! (a missing file, one shorter than the catalog says, a footer or page that does not
 //! decode) records the file in the node's [`DamagedFiles`] with the reason, and the error
-//! that reaches the client names the file. `system.files` shows the mark (column
+//! that reaches the client names the file. A failure inside page decoding names no file;
+//! the engine then reads the database's files through ([`read_through`]) to find it. `system.files` shows the mark (column
 //! `damaged`). A query run with `skip_damaged_files` leaves marked files out and answers
 //! from the rest; compaction never does (it would drop the file's rows for good). Marks
 //! last until the server restarts: restoring a file from a backup needs no other step.
@@ -50,6 +51,23 @@ impl DamagedFiles {
     pub fn is_empty(&self) -> bool {
         self.files.lock().is_empty()
     }
+}
+
+/// Reads a table file through, decoding every page: `Err` says why it cannot be read.
+/// (A failed read that names no file, such as a page that does not decode, is traced to
+/// its file this way.)
+///
+/// # Errors
+/// The reason the file cannot be read.
+pub fn read_through(path: &std::path::Path) -> Result<(), String> {
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .and_then(|b| b.build())
+        .map_err(|e| e.to_string())?;
+    for batch in reader {
+        batch.map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
 
 /// Wraps a reader factory so that failed reads mark their file.

@@ -197,7 +197,16 @@ impl QueryEngine {
     ) -> Result<QueryStream> {
         let mut attempt = 0;
         loop {
-            match self.start(db, sql, skip_damaged).await {
+            let result = match self.start(db, sql, skip_damaged).await {
+                // A read failed where no file could be named (a page that does not
+                // decode): find the file by reading the database's files.
+                Err(Error::ReadFailed(what)) => match self.find_damaged(db).await {
+                    Some(named) => Err(Error::DamagedFile(named)),
+                    None => Err(Error::ReadFailed(what)),
+                },
+                other => other,
+            };
+            match result {
                 Err(Error::DamagedFile(what)) if skip_damaged && attempt < MAX_DAMAGED_RETRIES => {
                     tracing::warn!(error = %what, "answering without a damaged table file");
                     attempt += 1;
@@ -205,6 +214,49 @@ impl QueryEngine {
                 other => return other,
             }
         }
+    }
+
+    /// Reads every not yet marked file of `db` through (every page decoded), for at most
+    /// [`VERIFY_BUDGET`], marking each that fails; describes the first one found.
+    async fn find_damaged(&self, db: &str) -> Option<String> {
+        let files: Vec<std::path::PathBuf> = self.storage.store.read(|s| {
+            s.databases
+                .get(db)
+                .map(|d| {
+                    d.tables
+                        .values()
+                        .flat_map(|t| t.files.values())
+                        .map(|f| self.storage.data_dir.join(&f.path))
+                        .collect()
+                })
+                .unwrap_or_default()
+        });
+        let damaged = Arc::clone(&self.storage.damaged);
+        tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
+            let mut first = None;
+            for path in files {
+                let shown = path.to_string_lossy().into_owned();
+                if damaged.reason(&shown).is_some() {
+                    continue;
+                }
+                if started.elapsed() > VERIFY_BUDGET {
+                    tracing::warn!("stopped looking for the damaged table file: out of time");
+                    break;
+                }
+                if let Err(reason) = crate::damaged::read_through(&path) {
+                    damaged.mark(&shown, &reason);
+                    first.get_or_insert(format!(
+                        "{}{shown}: {reason}",
+                        crate::damaged::DAMAGED_MARKER
+                    ));
+                }
+            }
+            first
+        })
+        .await
+        .ok()
+        .flatten()
     }
 
     async fn start(&self, db: &str, sql: &str, skip_damaged: bool) -> Result<QueryStream> {
@@ -317,6 +369,9 @@ impl QueryEngine {
         }
     }
 }
+
+/// Longest a failed query spends reading files through to find the damaged one.
+pub const VERIFY_BUDGET: Duration = Duration::from_secs(30);
 
 /// Most damaged files one query leaves out before it gives up.
 pub const MAX_DAMAGED_RETRIES: usize = 16;

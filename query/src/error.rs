@@ -61,12 +61,16 @@ impl From<datafusion::error::DataFusionError> for Error {
         }
         // Reading stored data failed where no file could be named (a page that does not
         // decode): the server's data is at fault, not the query.
-        if matches!(
-            e.find_root(),
-            datafusion::error::DataFusionError::ParquetError(_)
-                | datafusion::error::DataFusionError::ObjectStore(_)
-                | datafusion::error::DataFusionError::IoError(_)
-        ) {
+        use arrow::error::ArrowError;
+        use datafusion::error::DataFusionError as D;
+        let read_failure = match e.find_root() {
+            D::ParquetError(_) | D::ObjectStore(_) | D::IoError(_) => true,
+            D::ArrowError(a, _) => {
+                matches!(**a, ArrowError::ParquetError(_) | ArrowError::IoError(..))
+            }
+            _ => false,
+        };
+        if read_failure {
             return Error::ReadFailed(text);
         }
         if matches!(
