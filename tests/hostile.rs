@@ -423,6 +423,17 @@ fn smaller_refusals_say_what_was_wrong_in_json() {
     let rows = server.query("db", "SELECT CAST(time AS BIGINT) AS t FROM m");
     assert_eq!(rows[0]["t"], 3_600_000_000_000i64);
 
+    // A regex delete predicate is refused, not answered 204 having deleted nothing.
+    let (code, answer) = server.post(
+        "/api/v2/delete?bucket=db",
+        r#"{"start":"1970-01-01T00:00:00Z","stop":"2030-01-01T00:00:00Z","predicate":"host=~/a/"}"#,
+    );
+    assert_eq!(code, 400, "{answer}");
+    assert!(
+        answer.contains("regular expressions are not supported"),
+        "{answer}"
+    );
+
     // The server's own database and names with control characters are refused.
     let (code, answer) = server.write_v3("_internal", "m v=1 1");
     assert_eq!(code, 400);

@@ -150,6 +150,14 @@ pub fn parse_predicate(s: &str) -> Result<DeletePredicate, String> {
             ));
         }
         i += 1;
+        if chars.get(i) == Some(&'~') {
+            // `=~ /re/` would otherwise read as equality with the text "~/re/" and
+            // delete nothing, answered with 204: refuse it by name.
+            return Err(format!(
+                "{key:?} =~ at position {}: regular expressions are not supported in delete predicates (InfluxDB's delete predicate takes equalities joined by AND)",
+                i - 1
+            ));
+        }
         let value = word(&mut i, "a value")?;
         match key.as_str() {
             "_measurement" => {
@@ -395,6 +403,18 @@ mod tests {
                 .contains("OR")
         );
         assert!(parse_predicate("host > 1").unwrap_err().contains("'='"));
+        for regex in [
+            "host=~/a/",
+            "host =~ /a/",
+            "_measurement=\"cpu\" AND host=~/^a$/",
+        ] {
+            let err = parse_predicate(regex).unwrap_err();
+            assert!(
+                err.contains("regular expressions are not supported"),
+                "{regex}: {err}"
+            );
+        }
+        assert!(parse_predicate("host!~/a/").unwrap_err().contains("'='"));
         assert!(
             parse_predicate("host=\"a")
                 .unwrap_err()
