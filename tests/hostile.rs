@@ -423,6 +423,20 @@ fn smaller_refusals_say_what_was_wrong_in_json() {
     let rows = server.query("db", "SELECT CAST(time AS BIGINT) AS t FROM m");
     assert_eq!(rows[0]["t"], 3_600_000_000_000i64);
 
+    // Unknown routes say what exists; Flux and InfluxQL point at SQL.
+    for (method, path, status, says) in [
+        ("POST", "/api/v2/query", 501, "/api/v3/query_sql"),
+        ("GET", "/query?q=SHOW+DATABASES", 501, "/api/v3/query_sql"),
+        ("GET", "/api/v2/buckets", 501, "/api/v3/configure/database"),
+        ("GET", "/", 404, "no such endpoint"),
+    ] {
+        let (code, answer) = server.request(method, path, None);
+        assert_eq!(code, status, "{path}: {answer}");
+        let v: Value = serde_json::from_str(&answer).unwrap();
+        assert!(v["error"].as_str().unwrap().contains(says), "{answer}");
+        assert!(v["endpoints"].as_array().unwrap().len() > 5, "{answer}");
+    }
+
     // A regex delete predicate is refused, not answered 204 having deleted nothing.
     let (code, answer) = server.post(
         "/api/v2/delete?bucket=db",

@@ -157,6 +157,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/ping", get(ping).head(ping))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
+        .fallback(unknown_route)
         // Bodies are read and bounded by `read_body`, which also bounds what gzip expands to.
         .layer(DefaultBodyLimit::disable())
         .layer(authenticate)
@@ -373,6 +374,52 @@ fn metrics_text(state: &AppState) -> String {
         text.insert_str(at, &t.metrics_text());
     }
     text
+}
+
+/// The endpoints, for answers that point a client at the right one.
+const ENDPOINTS: &[&str] = &[
+    "POST /api/v3/write_lp",
+    "POST /api/v2/write",
+    "POST /write",
+    "GET|POST /api/v3/query_sql",
+    "GET|POST|DELETE /api/v3/configure/database",
+    "POST|DELETE /api/v3/configure/table",
+    "GET|POST|DELETE /api/v3/configure/token",
+    "POST /api/v2/delete",
+    "GET|POST /api/v3/topologies",
+    "GET|POST /api/v3/topics",
+    "GET /health",
+    "GET /ping",
+    "GET /metrics",
+];
+
+/// Any other route: a JSON answer that says what exists (an empty 404 tells a client
+/// nothing), with the alternative for what InfluxDB clients most often try.
+async fn unknown_route(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    let path = uri.path();
+    let (status, hint) = match path {
+        "/api/v2/query" => (
+            StatusCode::NOT_IMPLEMENTED,
+            "Flux is not supported: query with SQL on /api/v3/query_sql",
+        ),
+        "/query" | "/api/v3/query_influxql" => (
+            StatusCode::NOT_IMPLEMENTED,
+            "InfluxQL is not supported yet: query with SQL on /api/v3/query_sql",
+        ),
+        "/api/v2/buckets" | "/api/v2/orgs" => (
+            StatusCode::NOT_IMPLEMENTED,
+            "buckets are Tidemark databases: list and create them with /api/v3/configure/database",
+        ),
+        _ => (StatusCode::NOT_FOUND, "no such endpoint"),
+    };
+    (
+        status,
+        axum::Json(serde_json::json!({
+            "error": format!("{method} {path}: {hint}"),
+            "endpoints": ENDPOINTS,
+        })),
+    )
+        .into_response()
 }
 
 async fn health(axum::extract::State(state): axum::extract::State<Arc<AppState>>) -> Response {
