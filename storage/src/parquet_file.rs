@@ -200,37 +200,7 @@ impl ParquetSink {
         if batch.num_rows() == 0 {
             return Ok(());
         }
-        let times = batch
-            .column(self.time_column)
-            .as_primitive_opt::<TimestampNanosecondType>()
-            .ok_or_else(|| Error::Internal("time column is not a ns timestamp".into()))?;
-        if let (Some(lo), Some(hi)) = (arrow::compute::min(times), arrow::compute::max(times)) {
-            self.meta.min_time = self.meta.min_time.min(lo);
-            self.meta.max_time = self.meta.max_time.max(hi);
-        }
-        let schema = batch.schema();
-        for &i in &self.tag_columns {
-            let strings = cast(batch.column(i), &DataType::Utf8)?;
-            let strings = strings.as_string::<i32>();
-            if strings.null_count() == strings.len() {
-                continue;
-            }
-            let (Some(lo), Some(hi)) = (min_string(strings), max_string(strings)) else {
-                continue;
-            };
-            let name = schema.field(i).name().clone();
-            let range = self
-                .meta
-                .tag_ranges
-                .entry(name)
-                .or_insert_with(|| (lo.to_string(), hi.to_string()));
-            if lo < range.0.as_str() {
-                range.0 = lo.to_string();
-            }
-            if hi > range.1.as_str() {
-                range.1 = hi.to_string();
-            }
-        }
+        extend_ranges(&mut self.meta, batch, &self.tag_columns, self.time_column)?;
         self.meta.rows += batch.num_rows() as u64;
         self.writer.write(batch).map_err(|e| Error::Parquet {
             path: self.path.clone(),
@@ -277,6 +247,49 @@ impl ParquetSink {
         }
         Ok(meta)
     }
+}
+
+/// Widens `meta`'s time range and tag ranges to cover `batch` (what the catalog keeps
+/// about a file, from its rows: the sink while writing, `repair` for older files).
+///
+/// # Errors
+/// A time column that is not a ns timestamp; a tag that does not cast to strings.
+pub fn extend_ranges(
+    meta: &mut FileMeta,
+    batch: &RecordBatch,
+    tag_columns: &[usize],
+    time_column: usize,
+) -> Result<()> {
+    let times = batch
+        .column(time_column)
+        .as_primitive_opt::<TimestampNanosecondType>()
+        .ok_or_else(|| Error::Internal("time column is not a ns timestamp".into()))?;
+    if let (Some(lo), Some(hi)) = (arrow::compute::min(times), arrow::compute::max(times)) {
+        meta.min_time = meta.min_time.min(lo);
+        meta.max_time = meta.max_time.max(hi);
+    }
+    let schema = batch.schema();
+    for &i in tag_columns {
+        let strings = cast(batch.column(i), &DataType::Utf8)?;
+        let strings = strings.as_string::<i32>();
+        if strings.null_count() == strings.len() {
+            continue;
+        }
+        let (Some(lo), Some(hi)) = (min_string(strings), max_string(strings)) else {
+            continue;
+        };
+        let range = meta
+            .tag_ranges
+            .entry(schema.field(i).name().clone())
+            .or_insert_with(|| (lo.to_string(), hi.to_string()));
+        if lo < range.0.as_str() {
+            range.0 = lo.to_string();
+        }
+        if hi > range.1.as_str() {
+            range.1 = hi.to_string();
+        }
+    }
+    Ok(())
 }
 
 /// Splits rows sorted by (tags, time) into one batch per time window, each still sorted.

@@ -13,16 +13,14 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use arrow::array::{Array, AsArray, RecordBatchReader};
-use arrow::compute::{cast, max_string, min_string};
-use arrow::datatypes::{DataType, TimestampNanosecondType};
+use arrow::array::RecordBatchReader;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::catalog::ColumnKind;
 use crate::catalog_store::CatalogStore;
 use crate::error::{Error, Result};
 use crate::manifest::{CatalogOp, FileMeta};
-use crate::parquet_file::{FILE_DESCRIPTION_KEY, FileDescription, unescape_hex};
+use crate::parquet_file::{FILE_DESCRIPTION_KEY, FileDescription, extend_ranges, unescape_hex};
 
 /// What a repair did.
 #[derive(Debug, Default)]
@@ -72,47 +70,17 @@ fn infer(path: &Path, rel: &str, id: u64, window_start: i64, window_ns: i64) -> 
     let mut meta = FileMeta::pending(id, rel.to_string(), window_start, window_ns, 0, id);
     meta.min_time = i64::MAX;
     meta.max_time = i64::MIN;
+    let tags: Vec<usize> = (0..columns.len())
+        .filter(|&i| columns[i].1 == ColumnKind::Tag)
+        .collect();
+    let time = columns
+        .iter()
+        .position(|(_, k)| *k == ColumnKind::Time)
+        .ok_or_else(|| Error::Internal(format!("{}: no time column", path.display())))?;
     for batch in reader {
         let batch = batch?;
         meta.rows += batch.num_rows() as u64;
-        for (i, (name, kind)) in columns.iter().enumerate() {
-            match kind {
-                ColumnKind::Time => {
-                    let times = batch
-                        .column(i)
-                        .as_primitive_opt::<TimestampNanosecondType>()
-                        .ok_or_else(|| {
-                            Error::Internal(format!("{}: time is not ns", path.display()))
-                        })?;
-                    if let (Some(lo), Some(hi)) =
-                        (arrow::compute::min(times), arrow::compute::max(times))
-                    {
-                        meta.min_time = meta.min_time.min(lo);
-                        meta.max_time = meta.max_time.max(hi);
-                    }
-                }
-                ColumnKind::Tag => {
-                    let strings = cast(batch.column(i), &DataType::Utf8)?;
-                    let strings = strings.as_string::<i32>();
-                    if strings.null_count() == strings.len() {
-                        continue;
-                    }
-                    if let (Some(lo), Some(hi)) = (min_string(strings), max_string(strings)) {
-                        let range = meta
-                            .tag_ranges
-                            .entry(name.clone())
-                            .or_insert_with(|| (lo.to_string(), hi.to_string()));
-                        if lo < range.0.as_str() {
-                            range.0 = lo.to_string();
-                        }
-                        if hi > range.1.as_str() {
-                            range.1 = hi.to_string();
-                        }
-                    }
-                }
-                ColumnKind::Field(_) => {}
-            }
-        }
+        extend_ranges(&mut meta, &batch, &tags, time)?;
     }
     Ok(Found {
         db: String::new(),

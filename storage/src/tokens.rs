@@ -255,6 +255,35 @@ impl TokenStore {
                 "a token that is not an admin token needs at least one database (or *) and read or write permission".into(),
             ));
         }
+        self.add(spec, |_| Ok(()))
+    }
+
+    /// Creates the first admin token; refused once one exists.
+    ///
+    /// # Errors
+    /// [`Error::Catalog`] when an admin token exists; I/O errors.
+    pub fn create_first_admin(&mut self, name: &str) -> Result<NewToken> {
+        let spec = TokenSpec {
+            name: name.to_string(),
+            admin: true,
+            ..TokenSpec::default()
+        };
+        self.add(spec, |c| {
+            if c.tokens.values().any(|t| t.admin) {
+                return Err(Error::Catalog(
+                    "an admin token exists already: create more tokens with it".into(),
+                ));
+            }
+            Ok(())
+        })
+    }
+
+    /// Makes a token of `spec` and stores it, if `allowed` passes on the newest contents.
+    fn add(
+        &mut self,
+        spec: TokenSpec,
+        allowed: impl FnOnce(&Contents) -> Result<()>,
+    ) -> Result<NewToken> {
         let text = format!("{TOKEN_PREFIX}{}", random_hex(32)?);
         let mut permissions = spec.permissions;
         permissions.sort();
@@ -274,34 +303,7 @@ impl TokenStore {
         };
         let stored = info.clone();
         self.change(move |c| {
-            c.tokens.insert(stored.id.clone(), stored);
-            Ok(())
-        })?;
-        Ok(NewToken { text, info })
-    }
-
-    /// Creates the first admin token; refused once one exists.
-    ///
-    /// # Errors
-    /// [`Error::Catalog`] when an admin token exists; I/O errors.
-    pub fn create_first_admin(&mut self, name: &str) -> Result<NewToken> {
-        let text = format!("{TOKEN_PREFIX}{}", random_hex(32)?);
-        let info = TokenInfo {
-            id: random_hex(8)?,
-            name: name.to_string(),
-            hash: hash_token(&text),
-            admin: true,
-            databases: Vec::new(),
-            permissions: Vec::new(),
-            created_ns: chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0),
-        };
-        let stored = info.clone();
-        self.change(move |c| {
-            if c.tokens.values().any(|t| t.admin) {
-                return Err(Error::Catalog(
-                    "an admin token exists already: create more tokens with it".into(),
-                ));
-            }
+            allowed(c)?;
             c.tokens.insert(stored.id.clone(), stored);
             Ok(())
         })?;
