@@ -360,3 +360,232 @@ sinks:
     assert_eq!(counts(&server, 16), want);
     assert!(server.terminate().success());
 }
+
+/// The rollup of a table as SQL computes it over the table (deduplicated: one row per
+/// series and time, fields merged): (host, minute of the window's end, avg, max, count),
+/// for windows ending at or before `until_minute`.
+fn sql_rollup(server: &Server, until_minute: i64) -> Vec<(String, i64, f64, f64, i64)> {
+    let rows = server.query(
+        "metrics",
+        &format!(
+            "SELECT host, CAST(date_bin(INTERVAL '1 minute', time, TIMESTAMP '1970-01-01T00:00:00Z') AS BIGINT) + 60000000000 AS t, \
+             avg(usage_user) AS a, max(usage_user) AS m, count(*) AS n FROM cpu \
+             WHERE CAST(time AS BIGINT) < {} GROUP BY 1, 2 ORDER BY t, host",
+            T0 + until_minute * 60 * S
+        ),
+    );
+    rows.iter()
+        .map(|r| {
+            (
+                r["host"].as_str().expect("host").to_string(),
+                (r["t"].as_i64().expect("t") - T0) / (60 * S),
+                r["a"].as_f64().expect("avg"),
+                r["m"].as_f64().expect("max"),
+                r["n"].as_i64().expect("n"),
+            )
+        })
+        .collect()
+}
+
+/// Waits until the rollup's windows ending at or before `until_minute` equal SQL's.
+fn wait_for_agreement(server: &Server, until_minute: i64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let want = sql_rollup(server, until_minute);
+        let got: Vec<_> = rollup(server)
+            .into_iter()
+            .filter(|r| r.1 <= until_minute)
+            .collect();
+        if got == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the rollup {got:?} disagrees with SQL {want:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A table stream carries the table's upsert semantics: a point written again (whole or
+/// in part) is one row of the table, and the rollup counts it once with its last values,
+/// whether the overwrite comes in the same window, after the window fired (within its
+/// allowed lateness) or across a restart and a crash.
+#[test]
+fn a_rollup_over_a_table_agrees_with_sql_over_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let args = vec!["--topology-checkpoint-secs".to_string(), "1".to_string()];
+    let server = Server::start_on(tmp.path().join("data"), args.clone());
+    let write_lines = |server: &Server, lines: &[String]| {
+        let (status, body) = server.write_v3("metrics", &lines.join("\n"));
+        assert_eq!(status, 204, "{body}");
+    };
+    let point = |host: &str, user: f64, t: i64| {
+        format!(
+            "cpu,host={host} usage_user={user},usage_system=1 {}",
+            T0 + t * S
+        )
+    };
+    // The README's cpu.lp twice, the second time with other values; and a duplicate
+    // inside one request.
+    write_lines(
+        &server,
+        &[
+            point("a", 12.5, 0),
+            point("b", 55.0, 0),
+            point("a", 17.5, 10),
+        ],
+    );
+    write_lines(
+        &server,
+        &[
+            point("a", 12.5, 0),
+            point("b", 55.0, 0),
+            point("a", 17.5, 10),
+            point("a", 30.0, 20),
+            point("a", 40.0, 20),
+        ],
+    );
+    // A write of another field only: usage_user keeps its value.
+    write_lines(
+        &server,
+        &[format!("cpu,host=a usage_system=9 {}", T0 + 10 * S)],
+    );
+    let topology = ROLLUP.replace(
+        "    parallelism: 2\n",
+        "    parallelism: 2\n    allowed_lateness: 2m\n",
+    );
+    let (code, body) = server.post("/api/v3/topologies", topology);
+    assert_eq!(code, 201, "{body}");
+    // A row 70 s in fires minute 0.
+    write_lines(&server, &[point("a", 1.0, 70)]);
+    wait_for_agreement(&server, 1);
+    assert_eq!(
+        rollup(&server)[0],
+        ("a".into(), 1, (12.5 + 17.5 + 40.0) / 3.0, 40.0, 3)
+    );
+
+    // After the window fired, within its lateness: its row is written again, corrected.
+    write_lines(&server, &[point("a", 2.0, 0), point("b", 5.0, 30)]);
+    wait_for_agreement(&server, 1);
+    assert_eq!(
+        rollup(&server)[0],
+        ("a".into(), 1, (2.0 + 17.5 + 40.0) / 3.0, 40.0, 3)
+    );
+
+    // Across a clean restart (the panes come back from the final checkpoint)...
+    assert!(server.terminate().success());
+    let server = Server::start_on(tmp.path().join("data"), args.clone());
+    write_lines(&server, &[point("a", 50.5, 10), point("b", 7.0, 30)]);
+    wait_for_agreement(&server, 1);
+    assert_eq!(
+        rollup(&server)[0],
+        ("a".into(), 1, (2.0 + 50.5 + 40.0) / 3.0, 50.5, 3)
+    );
+
+    // ...and a crash after a checkpoint: rows read again replace themselves.
+    let epoch = status(&server)["last_checkpoint"].as_u64().unwrap();
+    write_lines(&server, &[point("b", 8.0, 0)]);
+    wait_for_checkpoint(&server, epoch);
+    write_lines(&server, &[point("a", 3.0, 20)]);
+    let server = server.crash_and_restart();
+    write_lines(&server, &[point("b", 9.0, 40), point("a", 4.0, 130)]);
+    wait_for_agreement(&server, 2);
+    let rows = rollup(&server);
+    assert_eq!(rows[1], ("b".into(), 1, (8.0 + 7.0 + 9.0) / 3.0, 9.0, 3));
+    assert!(server.terminate().success());
+}
+
+/// A window keyed by an integer column writes one table row per key and window: its keys
+/// become tags of the table. A table that already holds a key column as a field would
+/// collapse rows of different keys, so such a sink is refused at validation.
+#[test]
+fn a_table_sink_keeps_every_row_a_window_emits() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(tmp.path(), &[]);
+    // 60 bids on 7 auctions over two 10 s windows, each at its own time.
+    let lines: Vec<String> = (0..60)
+        .map(|i| {
+            format!(
+                "bids,src=web auction={}i,price={} {}",
+                i % 7,
+                i * 3,
+                T0 + i * S / 3
+            )
+        })
+        .collect();
+    let (status, body) = server.write_v3("nx", &lines.join("\n"));
+    assert_eq!(status, 204, "{body}");
+    let (status, body) = server.write_v3("nx", &format!("taken auction=1i,n=1i {T0}"));
+    assert_eq!(status, 204, "{body}");
+    let topology = |name: &str, table: &str| {
+        format!(
+            "name: {name}
+sources:
+  bids: {{ type: table_stream, database: nx, table: bids, from: earliest, event_time: time }}
+transforms:
+  per_auction:
+    inputs: [bids]
+    type: window
+    key_by: [auction]
+    window: {{ tumbling: 10s }}
+    aggregates: {{ n: count(*), highest: max(price) }}
+sinks:
+  store: {{ inputs: [per_auction], type: table, database: nx, table: {table} }}
+"
+        )
+    };
+    let (code, body) = server.post("/api/v3/topologies", topology("refused", "taken"));
+    assert_eq!(code, 400, "{body}");
+    assert!(
+        body.contains("\\\"auction\\\" identifies the input's rows")
+            && body.contains("holds it as a Int64 field"),
+        "{body}"
+    );
+    let (code, body) = server.post("/api/v3/topologies", topology("by_auction", "by_auction"));
+    assert_eq!(code, 201, "{body}");
+    // A bid at 30 s fires both windows.
+    let (status, body) = server.write_v3(
+        "nx",
+        &format!("bids,src=web auction=1i,price=1 {}", T0 + 30 * S),
+    );
+    assert_eq!(status, 204, "{body}");
+    let want = server.query(
+        "nx",
+        &format!(
+            "SELECT CAST(auction AS VARCHAR) AS auction, count(*) AS n, max(price) AS highest FROM bids \
+             WHERE CAST(time AS BIGINT) < {} GROUP BY auction, date_bin(INTERVAL '10 seconds', time) \
+             ORDER BY 1, 2, 3",
+            T0 + 20 * S
+        ),
+    );
+    assert_eq!(want.len(), 14, "{want:?}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = server.query_raw(
+            "nx",
+            "SELECT auction, n, highest FROM by_auction ORDER BY 1, 2, 3",
+            "json",
+        );
+        if status == 200 {
+            let got: Vec<Value> = serde_json::from_slice(&body).unwrap();
+            if got == want {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{got:?} vs {want:?}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no rows: {}",
+            String::from_utf8_lossy(&body)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let tags = server.query(
+        "nx",
+        "SELECT column_name FROM information_schema.columns WHERE table_name = 'by_auction' \
+         AND data_type LIKE 'Dictionary%' ORDER BY 1",
+    );
+    assert_eq!(tags, vec![serde_json::json!({"column_name": "auction"})]);
+    assert!(server.terminate().success());
+}

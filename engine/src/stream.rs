@@ -173,7 +173,11 @@ impl Node {
     /// Writes the rows of `batch` into `table` of `db` (created if needed) through the
     /// normal write path, durably. Text columns become tags (or stay string fields where
     /// the table has them as fields), numbers and booleans fields; the timestamp is the
-    /// `time` column, or `event_time` when there is none. Nulls are left out of a row; a
+    /// `time` column, or `event_time` when there is none. When the rows carry a primary
+    /// `key` (an upsert stream), its columns are the tags, whatever their type (an integer
+    /// key is written as its decimal text), and every other column is a field: rows with
+    /// different keys never share a series and time, and a row emitted again with new
+    /// values replaces the old one. Nulls are left out of a row; a
     /// row with no time or no field is refused, as is one whose column has another type
     /// in the table. A full buffer is waited out, so a slow node slows the topology.
     ///
@@ -186,6 +190,7 @@ impl Node {
         table: &str,
         batch: &RecordBatch,
         event_time: Option<&str>,
+        key: Option<&[String]>,
     ) -> Result<RowsWritten> {
         let schema = batch.schema();
         let is_time = |t: &DataType| matches!(t, DataType::Timestamp(..));
@@ -211,23 +216,20 @@ impl Node {
                 if i == time_idx || is_time(t) {
                     continue;
                 }
-                let field_in_table = known
-                    .as_ref()
-                    .and_then(|k| k.column(f.name()))
-                    .is_some_and(|k| k != ColumnKind::Tag);
+                let is_key = key.map(|k| k.iter().any(|k| k == f.name()));
+                let field_in_table = is_key == Some(false)
+                    || known
+                        .as_ref()
+                        .and_then(|k| k.column(f.name()))
+                        .is_some_and(|k| k != ColumnKind::Tag);
                 let col = batch.column(i);
                 let column = match t {
+                    _ if is_key == Some(true) => Column::Tag(text_of(col)?),
                     DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
-                        let text = cast(col, &DataType::Utf8).map_err(arrow_error)?;
                         if field_in_table {
-                            Column::Field(text)
+                            Column::Field(cast(col, &DataType::Utf8).map_err(arrow_error)?)
                         } else {
-                            let text = text
-                                .as_any()
-                                .downcast_ref::<StringArray>()
-                                .cloned()
-                                .ok_or_else(|| crate::Error::Invalid("text column".into()))?;
-                            Column::Tag(text)
+                            Column::Tag(text_of(col)?)
                         }
                     }
                     DataType::Float64 | DataType::Int64 | DataType::UInt64 | DataType::Boolean => {
@@ -308,6 +310,15 @@ impl Node {
 
 fn arrow_error(e: arrow::error::ArrowError) -> crate::Error {
     crate::Error::Invalid(e.to_string())
+}
+
+/// A column as text (a tag's values).
+fn text_of(col: &ArrayRef) -> Result<StringArray> {
+    let text = cast(col, &DataType::Utf8).map_err(arrow_error)?;
+    text.as_any()
+        .downcast_ref::<StringArray>()
+        .cloned()
+        .ok_or_else(|| crate::Error::Invalid("text column".into()))
 }
 
 fn field_value(a: &ArrayRef, row: usize) -> Option<FieldValue<'_>> {

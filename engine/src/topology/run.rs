@@ -1246,6 +1246,11 @@ async fn build_stage(n: &NodeSpec, v: &Validated, ctl: &Ctl) -> Result<Stage, St
         .position(|m| m.name == n.name)
         .and_then(|i| v.info[i].schema.clone());
     let input = inputs.first().cloned().flatten();
+    // The first input's primary key, when it is an upsert stream.
+    let input_key: Option<Vec<String>> = n.inputs.first().and_then(|inp| {
+        let j = nodes.iter().position(|m| m.name == inp.node)?;
+        v.info[j].key.clone()
+    });
     let mut op: Box<dyn Operator> = match &n.kind {
         Kind::Generator { .. } | Kind::FileSource { .. } | Kind::TableStream { .. } => {
             return Ok(Stage::Source);
@@ -1256,7 +1261,9 @@ async fn build_stage(n: &NodeSpec, v: &Validated, ctl: &Ctl) -> Result<Stage, St
         | Kind::TableSink { .. }
         | Kind::Http { .. } => {
             let event_time = input.and_then(|(_, t)| t);
-            return Ok(Stage::Sink(Sink::open(n, event_time, ctl).await?));
+            return Ok(Stage::Sink(
+                Sink::open(n, event_time, input_key, ctl).await?,
+            ));
         }
         Kind::Sql { sql, .. } => {
             let (schema, _) = input.ok_or("the input's columns are unknown")?;
@@ -1269,7 +1276,13 @@ async fn build_stage(n: &NodeSpec, v: &Validated, ctl: &Ctl) -> Result<Stage, St
             let (schema, event_time) = input.ok_or("the input's columns are unknown")?;
             let event_time = event_time.ok_or("the input has no event time")?;
             let out_schema = out_schema.ok_or("the output's columns are unknown")?;
-            Box::new(Window::new(spec.clone(), &schema, &event_time, out_schema)?)
+            Box::new(Window::new(
+                spec.clone(),
+                &schema,
+                &event_time,
+                input_key.as_deref(),
+                out_schema,
+            )?)
         }
         Kind::Dedup { key, within } => {
             let (schema, event_time) = input.ok_or("the input's columns are unknown")?;

@@ -38,6 +38,9 @@ pub(crate) enum Sink {
         table: String,
         /// Event time of the input, used for `time` when it has no `time` column.
         event_time: Option<String>,
+        /// The input's primary key, when it is an upsert stream: its columns are the
+        /// tags (see [`Node::write_rows`]).
+        key: Option<Vec<String>>,
     },
 }
 
@@ -45,6 +48,7 @@ impl Sink {
     pub(crate) async fn open(
         node: &NodeSpec,
         event_time: Option<String>,
+        key: Option<Vec<String>>,
         ctl: &Ctl,
     ) -> Result<Self, String> {
         Ok(match &node.kind {
@@ -109,6 +113,7 @@ impl Sink {
                 database: database.clone(),
                 table: table.clone(),
                 event_time,
+                key,
             },
             other => return Err(format!("{} sinks cannot run yet", other.type_name())),
         })
@@ -150,9 +155,10 @@ impl Sink {
                 database,
                 table,
                 event_time,
+                key,
             } => {
                 let written = node
-                    .write_rows(database, table, b, event_time.as_deref())
+                    .write_rows(database, table, b, event_time.as_deref(), key.as_deref())
                     .await
                     .map_err(|e| format!("writing to {database}.{table}: {e}"))?;
                 if let Some(e) = written.first_error {

@@ -19,6 +19,8 @@ pub struct CompiledSql {
     filter: Option<Arc<dyn PhysicalExpr>>,
     projection: Vec<Arc<dyn PhysicalExpr>>,
     pub schema: SchemaRef,
+    /// Output columns that are an input column of the same name, unchanged.
+    pub passthrough: Vec<String>,
 }
 
 /// Plans `sql` over `input` rows of `schema` and compiles it.
@@ -65,7 +67,22 @@ pub async fn compile(schema: &SchemaRef, sql: &str) -> Result<CompiledSql, Strin
             .create_physical_expr(e.clone(), &df_schema)
             .map_err(|e| e.to_string())
     };
+    let passthrough = exprs
+        .iter()
+        .zip(out.fields())
+        .filter_map(|(e, f)| {
+            let inner = match e {
+                Expr::Alias(a) => a.expr.as_ref(),
+                e => e,
+            };
+            match inner {
+                Expr::Column(c) if &c.name == f.name() => Some(c.name.clone()),
+                _ => None,
+            }
+        })
+        .collect();
     Ok(CompiledSql {
+        passthrough,
         filter: predicate.as_ref().map(physical).transpose()?,
         projection: exprs.iter().map(physical).collect::<Result<_, _>>()?,
         schema: out,

@@ -18,6 +18,7 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
 use super::spec::{
     AggFunc, FileFormat, GeneratorKind, Kind, Loc, NodeSpec, Precision, Problem, Role, Spec,
+    WindowSpec,
 };
 
 /// Where table schemas come from: the node's catalog when a topology is deployed, nothing
@@ -42,6 +43,21 @@ pub struct NodeInfo {
     /// a file source, or a node downstream of one).
     pub schema: Option<SchemaRef>,
     pub event_time: Option<String>,
+    /// The primary key of an upsert stream: columns whose values identify a row, so that
+    /// a later row with the same values replaces an earlier one field by field (a
+    /// `table_stream`: the table's tags and `time`; a window: its keys and bounds).
+    /// `None` for an append stream, where every row is a row of its own.
+    pub key: Option<Vec<String>>,
+}
+
+impl NodeInfo {
+    fn unknown() -> Self {
+        Self {
+            schema: None,
+            event_time: None,
+            key: None,
+        }
+    }
 }
 
 /// A topology that passed validation: the spec, its nodes in topological order, and
@@ -339,13 +355,7 @@ pub async fn validate(spec: Spec, tables: &dyn TableSchemas) -> Result<Validated
     }
 
     // Schemas, in order.
-    let mut info: Vec<NodeInfo> = vec![
-        NodeInfo {
-            schema: None,
-            event_time: None,
-        };
-        spec.nodes.len()
-    ];
+    let mut info: Vec<NodeInfo> = vec![NodeInfo::unknown(); spec.nodes.len()];
     for &i in &order {
         let n = &spec.nodes[i];
         let ins: Vec<&NodeInfo> = inputs[i].iter().map(|&j| &info[j]).collect();
@@ -365,16 +375,20 @@ async fn derive(
     ins: &[&NodeInfo],
     tables: &dyn TableSchemas,
 ) -> NodeInfo {
-    let first = ins.first().copied().cloned().unwrap_or(NodeInfo {
-        schema: None,
-        event_time: None,
-    });
+    let first = ins.first().copied().cloned().unwrap_or(NodeInfo::unknown());
     let pass = first.clone();
     match &n.kind {
         Kind::Generator { generator, .. } => source_info(c, n, Some(generator_schema(*generator))),
         Kind::TableStream {
             database, table, ..
-        } => source_info(c, n, tables.table_schema(database, table)),
+        } => {
+            let schema = tables.table_schema(database, table);
+            let key = schema.as_ref().map(|s| table_key(s));
+            NodeInfo {
+                key,
+                ..source_info(c, n, schema)
+            }
+        }
         Kind::FileSource {
             path,
             format,
@@ -397,34 +411,32 @@ async fn derive(
                         "cannot read {path} as {format:?}: it does not parse as that format (a deployed topology's errors never quote a file; `tidemark topology validate` on the server's machine shows the details)"
                     ),
                 );
-                NodeInfo {
-                    schema: None,
-                    event_time: None,
-                }
+                NodeInfo::unknown()
             }
             Err(e) => {
                 c.problem(n.loc, n, e);
-                NodeInfo {
-                    schema: None,
-                    event_time: None,
-                }
+                NodeInfo::unknown()
             }
         },
         Kind::Sql { sql, loc } => {
             let Some(schema) = first.schema else {
-                return NodeInfo {
-                    schema: None,
-                    event_time: None,
-                };
+                return NodeInfo::unknown();
             };
-            match super::sql::compile(&schema, sql).await.map(|c| c.schema) {
-                Ok(out) => {
+            match super::sql::compile(&schema, sql).await {
+                Ok(compiled) => {
+                    let out = compiled.schema;
                     let event_time = first
                         .event_time
                         .filter(|t| out.field_with_name(t).is_ok_and(|f| is_time(f.data_type())));
+                    // Rows stay identified only if every key column passes through as
+                    // itself; a computed or renamed one makes an append stream.
+                    let key = first
+                        .key
+                        .filter(|k| k.iter().all(|c| compiled.passthrough.contains(c)));
                     NodeInfo {
                         schema: Some(out),
                         event_time,
+                        key,
                     }
                 }
                 Err(e) => {
@@ -433,10 +445,7 @@ async fn derive(
                         n,
                         format!("the SQL does not plan over its input: {e}"),
                     );
-                    NodeInfo {
-                        schema: None,
-                        event_time: None,
-                    }
+                    NodeInfo::unknown()
                 }
             }
         }
@@ -485,6 +494,8 @@ async fn derive(
                 }
             }
             let event_times: HashSet<&Option<String>> = ins.iter().map(|i| &i.event_time).collect();
+            // Rows of different inputs are different rows, whatever their keys: an
+            // append stream.
             NodeInfo {
                 schema: if schemas.len() == ins.len() {
                     first.schema
@@ -496,14 +507,12 @@ async fn derive(
                 } else {
                     None
                 },
+                key: None,
             }
         }
         Kind::Join { on, .. } => {
             let (Some(left), Some(right)) = (ins.first(), ins.get(1)) else {
-                return NodeInfo {
-                    schema: None,
-                    event_time: None,
-                };
+                return NodeInfo::unknown();
             };
             for (side, info) in [("left", left), ("right", right)] {
                 if info.schema.is_some() && info.event_time.is_none() {
@@ -512,8 +521,8 @@ async fn derive(
             }
             let (Some(ls), Some(rs)) = (&left.schema, &right.schema) else {
                 return NodeInfo {
-                    schema: None,
                     event_time: left.event_time.clone(),
+                    ..NodeInfo::unknown()
                 };
             };
             for col in on {
@@ -548,6 +557,7 @@ async fn derive(
             NodeInfo {
                 schema: Some(Arc::new(Schema::new(fields))),
                 event_time: left.event_time.clone(),
+                key: None,
             }
         }
         Kind::Window(w) => {
@@ -555,6 +565,7 @@ async fn derive(
                 return NodeInfo {
                     schema: None,
                     event_time: Some("window_end".into()),
+                    key: Some(window_key(w)),
                 };
             };
             if first.event_time.is_none() {
@@ -623,6 +634,7 @@ async fn derive(
             NodeInfo {
                 schema: Some(Arc::new(Schema::new(fields))),
                 event_time: Some("window_end".into()),
+                key: Some(window_key(w)),
             }
         }
         Kind::TableSink { database, table } => {
@@ -631,14 +643,11 @@ async fn derive(
                     c,
                     n,
                     schema,
-                    first.event_time.as_deref(),
+                    (first.event_time.as_deref(), first.key.as_deref()),
                     tables.table_schema(database, table),
                 );
             }
-            NodeInfo {
-                schema: None,
-                event_time: None,
-            }
+            NodeInfo::unknown()
         }
         // Over http:// the file is refused as such (spec), whatever it holds.
         Kind::Http {
@@ -649,15 +658,11 @@ async fn derive(
             if let Err(e) = super::sink::trusted_roots(&ca.name) {
                 c.problem(ca.loc, n, e);
             }
-            NodeInfo {
-                schema: None,
-                event_time: None,
-            }
+            NodeInfo::unknown()
         }
-        Kind::FileSink { .. } | Kind::Stdout | Kind::Blackhole | Kind::Http { .. } => NodeInfo {
-            schema: None,
-            event_time: None,
-        },
+        Kind::FileSink { .. } | Kind::Stdout | Kind::Blackhole | Kind::Http { .. } => {
+            NodeInfo::unknown()
+        }
     }
 }
 
@@ -680,7 +685,37 @@ fn source_info(c: &mut Checker, n: &NodeSpec, schema: Option<SchemaRef>) -> Node
             }
         }
     }
-    NodeInfo { schema, event_time }
+    NodeInfo {
+        schema,
+        event_time,
+        key: None,
+    }
+}
+
+/// A table's primary key: its tags and `time`.
+fn table_key(schema: &Schema) -> Vec<String> {
+    schema
+        .fields()
+        .iter()
+        .filter(|f| {
+            tidemark_storage::catalog::ColumnKind::from_arrow(f.name(), f.data_type())
+                == Some(tidemark_storage::catalog::ColumnKind::Tag)
+        })
+        .map(|f| f.name().clone())
+        .chain(std::iter::once(
+            tidemark_storage::catalog::TIME_COLUMN.to_string(),
+        ))
+        .collect()
+}
+
+/// A window's rows are identified by their key and bounds: a fired window that a late
+/// row updates is emitted again with the same ones.
+fn window_key(w: &WindowSpec) -> Vec<String> {
+    w.key_by
+        .iter()
+        .map(|k| k.name.clone())
+        .chain(["window_start".to_string(), "window_end".to_string()])
+        .collect()
 }
 
 /// The columns of a file source, read from the file (jsonl and csv: the first 1,000
@@ -755,12 +790,15 @@ fn describe(s: &Schema) -> String {
 }
 
 /// Rows written to a table must have a time and only columns line protocol can hold,
-/// typed as the table (when it exists) has them.
+/// typed as the table (when it exists) has them. The columns of the input's primary key
+/// are written as tags (a table's rows are identified by tags and time): one the table
+/// already holds as a field would make rows of different keys replace each other, so it
+/// is refused.
 fn check_table_sink(
     c: &mut Checker,
     n: &NodeSpec,
     schema: &Schema,
-    event_time: Option<&str>,
+    (event_time, key): (Option<&str>, Option<&[String]>),
     table: Option<SchemaRef>,
 ) {
     let has_time = schema
@@ -791,9 +829,40 @@ fn check_table_sink(
             c.problem(n.loc, n, format!("column {:?} is {t}, which a table cannot hold (cast it to DOUBLE, BIGINT, BIGINT UNSIGNED, VARCHAR or BOOLEAN in sql)", f.name()));
             continue;
         }
+        let is_key = key.is_some_and(|k| k.iter().any(|k| k == f.name()));
         if let Some(table) = &table
             && let Ok(existing) = table.field_with_name(f.name())
         {
+            let existing_tag = tidemark_storage::catalog::ColumnKind::from_arrow(
+                existing.name(),
+                existing.data_type(),
+            ) == Some(tidemark_storage::catalog::ColumnKind::Tag);
+            if is_key {
+                if !existing_tag {
+                    c.problem(
+                        n.loc,
+                        n,
+                        format!(
+                            "column {:?} identifies the input's rows (it is a key of them) and is written as a tag, but the table holds it as a {} field: rows with different {:?} and the same time would replace each other; write to another table, or drop it from the table first",
+                            f.name(),
+                            value_type(existing.data_type()),
+                            f.name()
+                        ),
+                    );
+                }
+                continue;
+            }
+            if key.is_some() && existing_tag {
+                c.problem(
+                    n.loc,
+                    n,
+                    format!(
+                        "column {:?} is not a key of the input's rows, so it is written as a field, but the table holds it as a tag",
+                        f.name()
+                    ),
+                );
+                continue;
+            }
             let want = value_type(existing.data_type());
             let string = |t: &DataType| {
                 matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)

@@ -8,6 +8,14 @@
 //! point is late: it goes to the `late` output, unchanged, and is counted.
 //!
 //! Session windows of a key merge when a row falls within `gap` of them.
+//!
+//! Over an upsert stream (a `table_stream`, or a window's own output: rows that carry a
+//! primary key, and a later row with the same key replaces an earlier one, field by
+//! field), a pane keeps its rows by primary key instead of folding them at once: a row
+//! that overwrites one already in the pane merges into it (each column takes the new
+//! value unless it is null), and the aggregates are computed from the merged rows when
+//! the pane is emitted. So `count(*)` counts each primary key once and `avg` sees each
+//! row's last value, as SQL over the table does.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -272,16 +280,91 @@ fn as_u64(v: &ScalarValue) -> u64 {
     }
 }
 
+/// The rows of an upsert pane by primary key, in the order their keys first arrived
+/// (the order the aggregates fold them in, so that results do not depend on hashing).
+#[derive(Debug, Clone, Default)]
+struct Upserts {
+    index: HashMap<Vec<ScalarValue>, usize>,
+    rows: Vec<UpsertRow>,
+}
+
+#[derive(Debug, Clone)]
+struct UpsertRow {
+    key: Vec<ScalarValue>,
+    time: i64,
+    /// Each aggregate's input value (`None` for `count(*)`).
+    values: Vec<Option<ScalarValue>>,
+}
+
+impl Upserts {
+    /// Adds a row, or merges it into the row with the same primary key: a column takes
+    /// the new value unless that is null (a write's missing fields keep their values).
+    fn upsert(&mut self, key: &[ScalarValue], time: i64, values: &[Option<ScalarValue>]) {
+        match self.index.get(key) {
+            Some(&i) => {
+                let row = &mut self.rows[i];
+                row.time = time;
+                for (old, new) in row.values.iter_mut().zip(values) {
+                    if new.as_ref().is_some_and(|v| !v.is_null()) {
+                        old.clone_from(new);
+                    }
+                }
+            }
+            None => {
+                self.index.insert(key.to_vec(), self.rows.len());
+                self.rows.push(UpsertRow {
+                    key: key.to_vec(),
+                    time,
+                    values: values.to_vec(),
+                });
+            }
+        }
+    }
+
+    fn merge(&mut self, other: Upserts) {
+        for row in other.rows {
+            self.upsert(&row.key, row.time, &row.values);
+        }
+    }
+
+    /// The aggregates over the merged rows.
+    fn fold(&self, empty: &[Acc]) -> Vec<Acc> {
+        let mut accs = empty.to_vec();
+        for row in &self.rows {
+            for (acc, v) in accs.iter_mut().zip(&row.values) {
+                acc.update(v.as_ref(), row.time);
+            }
+        }
+        accs
+    }
+}
+
 /// State of one window of one key.
 #[derive(Debug, Clone)]
 struct Pane {
     start: i64,
     end: i64,
+    /// The running aggregates (an upsert pane computes them from `upserts` instead).
     accs: Vec<Acc>,
+    /// Over an upsert stream: the pane's rows by primary key.
+    upserts: Option<Upserts>,
     /// Fired at least once; later updates emit the row again.
     fired: bool,
     /// Changed since it was last emitted.
     dirty: bool,
+}
+
+impl Pane {
+    fn new(start: i64, end: i64, empty: &[Acc], upsert: bool) -> Self {
+        Self {
+            start,
+            end,
+            accs: if upsert { Vec::new() } else { empty.to_vec() },
+            upserts: upsert.then(Upserts::default),
+            fired: false,
+            dirty: false,
+        }
+    }
 }
 
 /// What a batch or a watermark produced.
@@ -299,6 +382,8 @@ pub struct Window {
     time_col: usize,
     key_cols: Vec<usize>,
     agg_cols: Vec<Option<usize>>,
+    /// Over an upsert stream: the input columns of the primary key.
+    upsert_key: Option<Vec<usize>>,
     out_schema: SchemaRef,
     input: SchemaRef,
     /// The accumulators of a window no row has reached yet.
@@ -309,16 +394,22 @@ pub struct Window {
 }
 
 impl Window {
+    /// `upsert_key` names the input's primary key when it is an upsert stream.
+    ///
     /// # Errors
     /// A column of the spec is missing from `input` (validation prevents it).
     pub fn new(
         spec: WindowSpec,
         input: &SchemaRef,
         event_time: &str,
+        upsert_key: Option<&[String]>,
         out_schema: SchemaRef,
     ) -> Result<Self, String> {
         let idx = |name: &str| input.index_of(name).map_err(|e| e.to_string());
         let time_col = idx(event_time)?;
+        let upsert_key = upsert_key
+            .map(|k| k.iter().map(|c| idx(c)).collect::<Result<Vec<_>, _>>())
+            .transpose()?;
         let key_cols = spec
             .key_by
             .iter()
@@ -340,6 +431,7 @@ impl Window {
             time_col,
             key_cols,
             agg_cols,
+            upsert_key,
             out_schema,
             input: Arc::clone(input),
             empty,
@@ -381,6 +473,7 @@ impl Window {
         // Reused per row; a key is copied into the state only when it is new.
         let mut key: Vec<ScalarValue> = Vec::with_capacity(self.key_cols.len());
         let mut values: Vec<Option<ScalarValue>> = Vec::with_capacity(self.agg_cols.len());
+        let mut primary: Vec<ScalarValue> = Vec::new();
         let mut windows: Vec<(i64, i64)> = Vec::new();
         for (row, t) in times.iter().enumerate() {
             let Some(t) = *t else {
@@ -405,6 +498,13 @@ impl Window {
                     c.and_then(|c| ScalarValue::try_from_array(batch.column(c), row).ok())
                 }),
             );
+            if let Some(cols) = &self.upsert_key {
+                primary.clear();
+                primary.extend(cols.iter().map(|&c| {
+                    ScalarValue::try_from_array(batch.column(c), row).unwrap_or(ScalarValue::Null)
+                }));
+            }
+            let upsert = self.upsert_key.is_some();
             if !self.state.contains_key(key.as_slice()) {
                 self.state.insert(key.clone(), BTreeMap::new());
             }
@@ -414,20 +514,21 @@ impl Window {
             let session = matches!(self.spec.kind, WindowKind::Session { .. });
             for &(start, end) in &windows {
                 let start = if session {
-                    merge_sessions(panes, start, end, &self.empty)
+                    merge_sessions(panes, start, end, &self.empty, upsert)
                 } else {
-                    panes.entry(start).or_insert_with(|| Pane {
-                        start,
-                        end,
-                        accs: self.empty.clone(),
-                        fired: false,
-                        dirty: false,
-                    });
+                    panes
+                        .entry(start)
+                        .or_insert_with(|| Pane::new(start, end, &self.empty, upsert));
                     start
                 };
                 if let Some(p) = panes.get_mut(&start) {
-                    for (acc, v) in p.accs.iter_mut().zip(&values) {
-                        acc.update(v.as_ref(), t);
+                    match &mut p.upserts {
+                        Some(u) => u.upsert(&primary, t, &values),
+                        None => {
+                            for (acc, v) in p.accs.iter_mut().zip(&values) {
+                                acc.update(v.as_ref(), t);
+                            }
+                        }
                     }
                     p.dirty = true;
                 }
@@ -480,8 +581,10 @@ impl Window {
         for (key, panes) in &mut self.state {
             for p in panes.values_mut() {
                 if pick(p) {
-                    let values = p
-                        .accs
+                    let folded = p.upserts.as_ref().map(|u| u.fold(&self.empty));
+                    let values = folded
+                        .as_ref()
+                        .unwrap_or(&p.accs)
                         .iter()
                         .zip(&out_types)
                         .map(|(a, t)| a.value(t))
@@ -543,6 +646,9 @@ impl Window {
     /// # Errors
     /// Arrow could not build or encode the batch.
     pub fn snapshot(&self) -> Result<Vec<u8>, String> {
+        if let Some(pk) = &self.upsert_key {
+            return self.snapshot_upserts(pk);
+        }
         let panes: Vec<(&Vec<ScalarValue>, &Pane)> = self
             .state
             .iter()
@@ -665,6 +771,17 @@ impl Window {
     /// The bytes are not a snapshot of a window with this spec.
     pub fn restore(&mut self, bytes: &[u8]) -> Result<(), String> {
         let st = KeyedState::decode(bytes, self.key_cols.len(), "window")?;
+        let saved_upserts = st.batch.column_by_name("t").is_some();
+        if saved_upserts != self.upsert_key.is_some() {
+            return Err(st.bad(if saved_upserts {
+                "it holds rows by primary key, but the window's input is no longer an upsert stream"
+            } else {
+                "it holds running aggregates, but the window's input is now an upsert stream"
+            }));
+        }
+        if let Some(pk) = self.upsert_key.clone() {
+            return self.restore_upserts(&st, &pk);
+        }
         let int = |name: &str| st.typed::<Int64Array>(name);
         let uint = |name: &str| st.typed::<UInt64Array>(name);
         let float = |name: &str| st.typed::<Float64Array>(name);
@@ -722,10 +839,125 @@ impl Window {
                 start: start.value(row),
                 end: end.value(row),
                 accs,
+                upserts: None,
                 fired: fired.value(row),
                 dirty: dirty.value(row),
             };
             state.entry(key).or_default().insert(pane.start, pane);
+        }
+        self.state = state;
+        self.watermark = st.watermark;
+        Ok(())
+    }
+}
+
+impl Window {
+    /// The snapshot of a window over an upsert stream: a row per (key, pane, primary key)
+    /// with the key columns, `start`, `end`, `fired`, `dirty`, the primary key in `p<j>`,
+    /// the row's event time in `t` and each aggregate's merged input value in `v<i>`.
+    fn snapshot_upserts(&self, pk: &[usize]) -> Result<Vec<u8>, String> {
+        let mut keys: Vec<&Vec<ScalarValue>> = Vec::new();
+        let mut entries: Vec<(&Pane, &UpsertRow)> = Vec::new();
+        for (key, panes) in &self.state {
+            for pane in panes.values() {
+                for row in pane.upserts.iter().flat_map(|u| &u.rows) {
+                    keys.push(key);
+                    entries.push((pane, row));
+                }
+            }
+        }
+        let mut fields = vec![
+            Field::new("start", DataType::Int64, false),
+            Field::new("end", DataType::Int64, false),
+            Field::new("fired", DataType::Boolean, false),
+            Field::new("dirty", DataType::Boolean, false),
+        ];
+        let mut columns: Vec<ArrayRef> = vec![
+            Arc::new(Int64Array::from_iter_values(
+                entries.iter().map(|(p, _)| p.start),
+            )),
+            Arc::new(Int64Array::from_iter_values(
+                entries.iter().map(|(p, _)| p.end),
+            )),
+            Arc::new(BooleanArray::from_iter(
+                entries.iter().map(|(p, _)| Some(p.fired)),
+            )),
+            Arc::new(BooleanArray::from_iter(
+                entries.iter().map(|(p, _)| Some(p.dirty)),
+            )),
+        ];
+        for (j, &c) in pk.iter().enumerate() {
+            let t = self.input.field(c).data_type();
+            fields.push(Field::new(format!("p{j}"), t.clone(), true));
+            columns.push(scalars_to_array(
+                entries.iter().map(|(_, r)| r.key[j].clone()),
+                t,
+            )?);
+        }
+        fields.push(Field::new("t", DataType::Int64, false));
+        columns.push(Arc::new(Int64Array::from_iter_values(
+            entries.iter().map(|(_, r)| r.time),
+        )));
+        for (i, col) in self.agg_cols.iter().enumerate() {
+            let Some(c) = col else { continue };
+            let t = self.input.field(*c).data_type();
+            let null = ScalarValue::try_from(t).unwrap_or(ScalarValue::Null);
+            fields.push(Field::new(format!("v{i}"), t.clone(), true));
+            columns.push(scalars_to_array(
+                entries
+                    .iter()
+                    .map(|(_, r)| r.values[i].clone().unwrap_or_else(|| null.clone())),
+                t,
+            )?);
+        }
+        encode_keyed(
+            &self.input,
+            &self.key_cols,
+            &keys,
+            fields,
+            columns,
+            self.watermark,
+        )
+    }
+
+    fn restore_upserts(&mut self, st: &KeyedState, pk: &[usize]) -> Result<(), String> {
+        let int = |name: &str| st.typed::<Int64Array>(name);
+        let (start, end, time) = (int("start")?, int("end")?, int("t")?);
+        let (fired, dirty) = (
+            st.typed::<BooleanArray>("fired")?,
+            st.typed::<BooleanArray>("dirty")?,
+        );
+        let primary: Vec<ArrayRef> = (0..pk.len())
+            .map(|j| st.column(&format!("p{j}")))
+            .collect::<Result<_, _>>()?;
+        let values: Vec<Option<ArrayRef>> = self
+            .agg_cols
+            .iter()
+            .enumerate()
+            .map(|(i, c)| c.map(|_| st.column(&format!("v{i}"))).transpose())
+            .collect::<Result<_, _>>()?;
+        let mut state: HashMap<Vec<ScalarValue>, BTreeMap<i64, Pane>> = HashMap::new();
+        for row in 0..st.rows() {
+            let key = st.key(row)?;
+            let pk_values = primary
+                .iter()
+                .map(|a| st.scalar(a, row))
+                .collect::<Result<Vec<_>, _>>()?;
+            let row_values = values
+                .iter()
+                .map(|a| a.as_ref().map(|a| st.scalar(a, row)).transpose())
+                .collect::<Result<Vec<_>, _>>()?;
+            let (s, e) = (start.value(row), end.value(row));
+            let pane = state
+                .entry(key)
+                .or_default()
+                .entry(s)
+                .or_insert_with(|| Pane::new(s, e, &self.empty, true));
+            pane.fired = fired.value(row);
+            pane.dirty = dirty.value(row);
+            if let Some(u) = &mut pane.upserts {
+                u.upsert(&pk_values, time.value(row), &row_values);
+            }
         }
         self.state = state;
         self.watermark = st.watermark;
@@ -761,25 +993,28 @@ pub(crate) fn scalars_to_array(
 
 /// Session windows of one key: the new session `[start, end)` with the ones it overlaps
 /// merged into it; returns its start.
-fn merge_sessions(panes: &mut BTreeMap<i64, Pane>, start: i64, end: i64, accs: &[Acc]) -> i64 {
+fn merge_sessions(
+    panes: &mut BTreeMap<i64, Pane>,
+    start: i64,
+    end: i64,
+    accs: &[Acc],
+    upsert: bool,
+) -> i64 {
     let overlapping: Vec<i64> = panes
         .values()
         .filter(|p| p.start < end && start < p.end)
         .map(|p| p.start)
         .collect();
-    let mut merged = Pane {
-        start,
-        end,
-        accs: accs.to_vec(),
-        fired: false,
-        dirty: false,
-    };
+    let mut merged = Pane::new(start, end, accs, upsert);
     for s in overlapping {
         if let Some(p) = panes.remove(&s) {
             merged.start = merged.start.min(p.start);
             merged.end = merged.end.max(p.end);
             merged.fired |= p.fired;
             for (a, b) in merged.accs.iter_mut().zip(p.accs) {
+                a.merge(b);
+            }
+            if let (Some(a), Some(b)) = (&mut merged.upserts, p.upserts) {
                 a.merge(b);
             }
         }
@@ -865,7 +1100,7 @@ mod tests {
                 }],
                 allowed_lateness: i64::MAX,
             };
-            let mut w = Window::new(spec, &input, "time", Arc::clone(&out)).expect("window");
+            let mut w = Window::new(spec, &input, "time", None, Arc::clone(&out)).expect("window");
             let r = w.on_batch(&batch).expect("batch in");
             let fired = w.on_watermark(i64::MAX).expect("fires").expect("rows");
             let n = fired
@@ -956,7 +1191,8 @@ mod tests {
             )
             .expect("batch")
         };
-        let new = || Window::new(spec.clone(), &input, "time", Arc::clone(&out)).expect("window");
+        let new =
+            || Window::new(spec.clone(), &input, "time", None, Arc::clone(&out)).expect("window");
         let mut original = new();
         original
             .on_batch(&batch(&[
@@ -990,6 +1226,151 @@ mod tests {
             restored.on_watermark(i64::MAX).expect("fire")
         );
         assert!(restored.restore(b"not a snapshot").is_err());
+    }
+
+    /// Over an upsert stream a window agrees with SQL over the deduplicated table: a row
+    /// written again (whole or in part) counts once with its last values, also after the
+    /// window fired (within lateness) and across a snapshot.
+    #[test]
+    fn an_upsert_stream_counts_each_primary_key_once() {
+        use arrow::array::{Float64Array, StringArray};
+        let ts = DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into()));
+        let input = Arc::new(Schema::new(vec![
+            Field::new("host", DataType::Utf8, true),
+            Field::new("u", DataType::Float64, true),
+            Field::new("s", DataType::Float64, true),
+            Field::new("time", ts.clone(), true),
+        ]));
+        let aggs = [
+            ("n", AggFunc::Count, None),
+            ("nu", AggFunc::Count, Some("u")),
+            ("avg_u", AggFunc::Avg, Some("u")),
+            ("max_s", AggFunc::Max, Some("s")),
+            ("last_u", AggFunc::Last, Some("u")),
+        ];
+        let mut fields = vec![
+            Field::new("host", DataType::Utf8, true),
+            Field::new("window_start", ts.clone(), false),
+            Field::new("window_end", ts.clone(), false),
+        ];
+        for (name, func, _) in &aggs {
+            let t = match func {
+                AggFunc::Count => DataType::Int64,
+                _ => DataType::Float64,
+            };
+            fields.push(Field::new(*name, t, true));
+        }
+        let out = Arc::new(Schema::new(fields));
+        let spec = WindowSpec {
+            key_by: vec![Named {
+                name: "host".into(),
+                loc: Default::default(),
+            }],
+            kind: WindowKind::Tumbling { size: 10 },
+            aggregates: aggs
+                .iter()
+                .map(|(name, func, col)| Aggregate {
+                    output: (*name).into(),
+                    func: *func,
+                    column: col.map(Into::into),
+                    loc: Default::default(),
+                })
+                .collect(),
+            allowed_lateness: 20,
+        };
+        type Row<'a> = (&'a str, Option<f64>, Option<f64>, i64);
+        let batch = |rows: &[Row]| {
+            RecordBatch::try_new(
+                Arc::clone(&input),
+                vec![
+                    Arc::new(StringArray::from(
+                        rows.iter().map(|r| r.0).collect::<Vec<_>>(),
+                    )),
+                    Arc::new(Float64Array::from(
+                        rows.iter().map(|r| r.1).collect::<Vec<_>>(),
+                    )),
+                    Arc::new(Float64Array::from(
+                        rows.iter().map(|r| r.2).collect::<Vec<_>>(),
+                    )),
+                    Arc::new(
+                        TimestampNanosecondArray::from(
+                            rows.iter().map(|r| r.3).collect::<Vec<_>>(),
+                        )
+                        .with_timezone("UTC"),
+                    ),
+                ],
+            )
+            .expect("batch")
+        };
+        let key = ["host".to_string(), "time".to_string()];
+        let new = || {
+            Window::new(spec.clone(), &input, "time", Some(&key), Arc::clone(&out)).expect("window")
+        };
+        // (n, count(u), avg(u), max(s), last(u)) of host a's window [0, 10).
+        let row_a = |b: &RecordBatch| -> (i64, i64, f64, f64, f64) {
+            let hosts = b.column(0).as_any().downcast_ref::<StringArray>().unwrap();
+            let r = (0..b.num_rows())
+                .find(|&r| hosts.value(r) == "a")
+                .expect("a row for host a");
+            let int = |c: usize| {
+                b.column(c)
+                    .as_any()
+                    .downcast_ref::<Int64Array>()
+                    .unwrap()
+                    .value(r)
+            };
+            let float = |c: usize| {
+                b.column(c)
+                    .as_any()
+                    .downcast_ref::<Float64Array>()
+                    .unwrap()
+                    .value(r)
+            };
+            (int(3), int(4), float(5), float(6), float(7))
+        };
+        let mut w = new();
+        w.on_batch(&batch(&[
+            ("a", Some(1.0), Some(1.0), 1),
+            ("a", Some(3.0), Some(2.0), 2),
+            ("b", Some(5.0), None, 2),
+            // The same point again, in the same batch: replaces it.
+            ("a", Some(5.0), Some(1.5), 1),
+        ]))
+        .expect("rows");
+        // A later write of only `s` keeps `u`.
+        w.on_batch(&batch(&[("a", None, Some(9.0), 2)]))
+            .expect("rows");
+        let fired = w.on_watermark(10).expect("fire").expect("rows");
+        assert_eq!(row_a(&fired), (2, 2, 4.0, 9.0, 3.0));
+        // Within lateness: an overwrite emits the window again, corrected.
+        let again = w
+            .on_batch(&batch(&[("a", Some(7.0), None, 1)]))
+            .expect("rows")
+            .rows
+            .expect("the window again");
+        assert_eq!(row_a(&again), (2, 2, 5.0, 9.0, 3.0));
+        // A new point in it counts.
+        let mut restored = new();
+        restored
+            .restore(&w.snapshot().expect("snapshot"))
+            .expect("restore");
+        let more = batch(&[("a", Some(2.0), None, 3), ("a", Some(0.0), None, 2)]);
+        let (x, y) = (
+            w.on_batch(&more).expect("rows"),
+            restored.on_batch(&more).expect("rows"),
+        );
+        assert_eq!(x.rows, y.rows);
+        assert_eq!(row_a(&y.rows.expect("again")), (3, 3, 3.0, 9.0, 2.0));
+        // The modes do not mix up their checkpoints.
+        let plain =
+            Window::new(spec.clone(), &input, "time", None, Arc::clone(&out)).expect("window");
+        assert!(new().restore(&plain.snapshot().expect("snapshot")).is_err());
+        assert!(
+            Window::new(spec.clone(), &input, "time", None, Arc::clone(&out))
+                .expect("window")
+                .restore(&w.snapshot().expect("snapshot"))
+                .is_err()
+        );
     }
 
     #[test]
