@@ -176,13 +176,32 @@ fn database_table_and_delete_commands() {
     assert!(ok, "{out}");
     let (ok, out) = run(&["database", "create", "m"]);
     assert!(!ok && out.contains("already exists"), "{out}");
+    // Tables as `query` prints them, retention as it was written.
     let (ok, out) = run(&["database", "list"]);
-    assert!(ok && out.contains("2592000000000000"), "{out}");
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("| db | partitions | retention |") && out.contains("| 30d       |"),
+        "{out}"
+    );
+    assert!(!out.contains("2592000000000000"), "{out}");
     let now = chrono::Utc::now().timestamp_nanos_opt().unwrap();
     let lp = format!("cpu,host=a v=1 {now}\ncpu,host=b v=2 {now}\n");
     assert_eq!(s.write_v3("m", &lp).0, 204);
     let (ok, out) = run(&["table", "update", "--db", "m", "cpu", "--retention", "1d"]);
-    assert!(ok, "{out}");
+    assert!(ok && out.contains("| m  | cpu   | 1d        |"), "{out}");
+    let (ok, out) = run(&[
+        "table",
+        "update",
+        "--db",
+        "m",
+        "--table",
+        "cpu",
+        "--retention",
+        "1h30m",
+    ]);
+    assert!(ok && out.contains("1h30m"), "{out}");
+    let (ok, out) = run(&["table", "update", "--db", "m", "--retention", "1d"]);
+    assert!(!ok && out.contains("--table"), "{out}");
     let (ok, out) = run(&[
         "delete",
         "--db",
@@ -196,10 +215,15 @@ fn database_table_and_delete_commands() {
     ]);
     assert!(ok, "{out}");
     assert_eq!(s.count("m", "cpu"), 1);
-    let (ok, out) = run(&["table", "drop", "--db", "m", "cpu"]);
-    assert!(ok, "{out}");
+    let (ok, out) = run(&["table", "drop", "--db", "m", "--table", "cpu"]);
+    assert!(ok && out.contains("dropped table m.cpu"), "{out}");
     let (ok, out) = run(&["database", "drop", "m"]);
-    assert!(ok, "{out}");
+    assert!(ok && out.contains("dropped database m"), "{out}");
+    let (ok, out) = run(&["database", "list"]);
+    assert!(
+        ok && out.contains("| db | partitions | retention |"),
+        "{out}"
+    );
     let (ok, out) = run(&["database", "drop", "m"]);
     assert!(!ok && out.contains("not found"), "{out}");
 }
@@ -284,4 +308,155 @@ fn every_serve_flag_is_documented() {
         }
     }
     assert!(flags >= 20, "{help}");
+}
+
+/// Every argument of the admin commands says what it is for.
+#[test]
+fn every_admin_argument_has_help() {
+    for cmd in [
+        &["database", "create"][..],
+        &["database", "update"],
+        &["database", "drop"],
+        &["table", "update"],
+        &["table", "drop"],
+        &["delete"],
+        &["topology", "deploy"],
+        &["topology", "status"],
+        &["topology", "delete"],
+    ] {
+        let out = Command::new(BIN).args(cmd).arg("--help").output().unwrap();
+        let help = String::from_utf8_lossy(&out.stdout);
+        let mut in_args = false;
+        for line in help.lines() {
+            if line.starts_with("Arguments:") || line.starts_with("Options:") {
+                in_args = true;
+                continue;
+            }
+            // An argument line: its name, then (after spaces) its help.
+            let t = line.trim_start();
+            if in_args && (t.starts_with('-') || t.starts_with('<') || t.starts_with('[')) {
+                assert!(
+                    t.split("  ").filter(|p| !p.trim().is_empty()).count() >= 2,
+                    "{cmd:?}: {line:?} has no help\n{help}"
+                );
+            }
+        }
+    }
+}
+
+/// A command that cannot reach its server says where it tried and how to change it.
+#[test]
+fn a_refused_connection_names_the_host_and_the_setting() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let host = format!("http://127.0.0.1:{port}");
+    for args in [
+        &["database", "list"][..],
+        &["query", "--db", "m", "SELECT 1"],
+        &["topology", "list"],
+    ] {
+        let out = Command::new(BIN)
+            .args(args)
+            .env("TIDEMARK_HOST", &host)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(
+            err.contains(&format!("could not connect to {host}"))
+                && err.contains("--host or TIDEMARK_HOST"),
+            "{args:?}: {err}"
+        );
+    }
+}
+
+/// `tidemark topology deploy|list|status|delete` against a server.
+#[test]
+fn topologies_are_deployed_listed_and_deleted_from_the_command_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(tmp.path(), &[]);
+    let run = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .args(args)
+            .env("TIDEMARK_HOST", &s.base)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (_, help) = run(&["topology", "--help"]);
+    for sub in [
+        "validate", "explain", "run", "deploy", "list", "status", "delete",
+    ] {
+        assert!(help.contains(&format!("  {sub} ")), "{sub}: {help}");
+    }
+    let (_, top) = run(&["--help"]);
+    let line = top
+        .lines()
+        .find(|l| l.trim_start().starts_with("topology"))
+        .unwrap();
+    for sub in [
+        "validate", "explain", "run", "deploy", "list", "status", "delete",
+    ] {
+        assert!(line.contains(sub), "{sub}: {line}");
+    }
+    assert_eq!(
+        s.write_v3("m", "cpu,host=a usage=1 1767225600000000000").0,
+        204
+    );
+    let file = tmp.path().join("rollup.yaml");
+    let yaml = "name: rollup
+sources:
+  cpu_in: { type: table_stream, database: m, table: cpu, from: earliest, event_time: time }
+transforms:
+  per_1m:
+    inputs: [cpu_in]
+    type: window
+    key_by: [host]
+    window: { tumbling: 1m }
+    aggregates: { n: count(*), top: max(usage_nope) }
+sinks:
+  store: { inputs: [per_1m], type: table, database: m, table: cpu_1m }
+";
+    std::fs::write(&file, yaml).unwrap();
+    let (ok, out) = run(&["topology", "deploy", file.to_str().unwrap()]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains(&format!("{}:10:", file.display())) && out.contains("usage_nope"),
+        "{out}"
+    );
+    assert!(out.contains("nothing was deployed"), "{out}");
+    std::fs::write(&file, yaml.replace("usage_nope", "usage")).unwrap();
+    let (ok, out) = run(&["topology", "deploy", file.to_str().unwrap()]);
+    assert!(
+        ok && out.contains("deployed topology rollup (running)"),
+        "{out}"
+    );
+    let (ok, out) = run(&["topology", "list"]);
+    assert!(ok && out.contains("| rollup | running |"), "{out}");
+    let (ok, out) = run(&["topology", "status", "rollup"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("topology rollup: running"), "{out}");
+    for node in [
+        "cpu_in",
+        "per_1m",
+        "store",
+        "| rows_in |",
+        "watermark",
+        "lag",
+    ] {
+        assert!(out.contains(node), "{node}: {out}");
+    }
+    let (ok, out) = run(&["topology", "status", "nope"]);
+    assert!(!ok && out.contains("no topology named"), "{out}");
+    let (ok, out) = run(&["topology", "delete", "rollup"]);
+    assert!(ok && out.contains("deleted topology rollup"), "{out}");
+    let (ok, out) = run(&["topology", "list"]);
+    assert!(ok && !out.contains("rollup"), "{out}");
 }

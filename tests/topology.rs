@@ -177,6 +177,16 @@ fn golden_topologies_write_their_expected_rows() {
             case.display(),
             String::from_utf8_lossy(&out.stderr)
         );
+        // The summary ends with the run's throughput.
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let last = stderr.lines().last().unwrap_or_default();
+        assert!(
+            last.starts_with("ran ")
+                && last.contains(" events from the sources, ")
+                && last.ends_with(" events/s"),
+            "{}: {stderr}",
+            case.display()
+        );
         assert_expected_rows(&case, tmp.path());
     }
 }

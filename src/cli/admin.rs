@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use serde_json::{Value, json};
 
 use super::check;
+use super::table::{cell, duration, render};
 
 /// Where the server is.
 #[derive(Debug, clap::Args)]
@@ -20,7 +21,9 @@ pub enum DatabaseCommand {
     Create {
         #[command(flatten)]
         host: HostArg,
+        /// The database.
         name: String,
+        /// How long rows are kept: `30d`, `12h`, `1h30m`... (`none`: for ever, the default).
         #[arg(long)]
         retention: Option<String>,
     },
@@ -28,7 +31,9 @@ pub enum DatabaseCommand {
     Update {
         #[command(flatten)]
         host: HostArg,
+        /// The database.
         name: String,
+        /// How long rows are kept: `30d`, `12h`, `1h30m`... or `none`.
         #[arg(long)]
         retention: String,
     },
@@ -41,8 +46,32 @@ pub enum DatabaseCommand {
     Drop {
         #[command(flatten)]
         host: HostArg,
+        /// The database.
         name: String,
     },
+}
+
+/// The table a `table` command acts on: positional, or `--table`.
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("which_table").required(true).args(["name", "table_flag"])))]
+pub struct TableName {
+    /// The database.
+    #[arg(long)]
+    db: String,
+    /// The table.
+    name: Option<String>,
+    /// The table (instead of the positional name).
+    #[arg(long = "table", id = "table_flag", value_name = "TABLE")]
+    table_flag: Option<String>,
+}
+
+impl TableName {
+    fn table(&self) -> &str {
+        self.name
+            .as_deref()
+            .or(self.table_flag.as_deref())
+            .unwrap_or_default()
+    }
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -51,9 +80,9 @@ pub enum TableCommand {
     Update {
         #[command(flatten)]
         host: HostArg,
-        #[arg(long)]
-        db: String,
-        name: String,
+        #[command(flatten)]
+        table: TableName,
+        /// How long the table's rows are kept: `7d`, `12h`... or `none`.
         #[arg(long)]
         retention: String,
     },
@@ -61,9 +90,8 @@ pub enum TableCommand {
     Drop {
         #[command(flatten)]
         host: HostArg,
-        #[arg(long)]
-        db: String,
-        name: String,
+        #[command(flatten)]
+        table: TableName,
     },
 }
 
@@ -72,6 +100,7 @@ pub enum TableCommand {
 pub struct DeleteArgs {
     #[command(flatten)]
     host: HostArg,
+    /// The database.
     #[arg(long)]
     db: String,
     /// Start of the time range, RFC 3339 (inclusive).
@@ -136,6 +165,7 @@ fn retention(v: &str) -> Value {
 pub fn database(cmd: DatabaseCommand) -> anyhow::Result<ExitCode> {
     use reqwest::Method;
     let path = "/api/v3/configure/database";
+    let listing = matches!(cmd, DatabaseCommand::List { .. });
     let text = match cmd {
         DatabaseCommand::Create {
             host,
@@ -161,37 +191,83 @@ pub fn database(cmd: DatabaseCommand) -> anyhow::Result<ExitCode> {
         )?,
         DatabaseCommand::List { host } => send(Method::GET, &host, path, &[], None)?,
         DatabaseCommand::Drop { host, name } => {
-            send(Method::DELETE, &host, path, &[("db", &name)], None)?
+            send(Method::DELETE, &host, path, &[("db", &name)], None)?;
+            println!("dropped database {name}");
+            return Ok(ExitCode::SUCCESS);
         }
     };
-    print(&text)
+    // One database (create, update) or a list of them.
+    let answer: Value = serde_json::from_str(&text)?;
+    let list = match answer {
+        Value::Array(list) => list,
+        one => vec![one],
+    };
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|d| {
+            vec![
+                cell(&d["db"]),
+                cell(&d["partitions"]),
+                retention_cell(&d["retention_period_ns"]),
+            ]
+        })
+        .collect();
+    // Create and update answer without the partition count.
+    if !listing {
+        let rows: Vec<Vec<String>> = rows
+            .into_iter()
+            .map(|r| vec![r[0].clone(), r[2].clone()])
+            .collect();
+        println!("{}", render(&["db", "retention"], &rows)?);
+    } else {
+        println!("{}", render(&["db", "partitions", "retention"], &rows)?);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A retention period in nanoseconds as a table shows it: `30d`, or `none`.
+fn retention_cell(v: &Value) -> String {
+    v.as_u64().map_or_else(|| "none".to_string(), duration)
 }
 
 pub fn table(cmd: TableCommand) -> anyhow::Result<ExitCode> {
     use reqwest::Method;
     let path = "/api/v3/configure/table";
-    let text = match cmd {
+    match cmd {
         TableCommand::Update {
             host,
-            db,
-            name,
+            table,
             retention: r,
-        } => send(
-            Method::POST,
-            &host,
-            path,
-            &[],
-            Some(json!({ "db": db, "table": name, "retention_period": retention(&r) })),
-        )?,
-        TableCommand::Drop { host, db, name } => send(
-            Method::DELETE,
-            &host,
-            path,
-            &[("db", &db), ("table", &name)],
-            None,
-        )?,
-    };
-    print(&text)
+        } => {
+            let text = send(
+                Method::POST,
+                &host,
+                path,
+                &[],
+                Some(
+                    json!({ "db": table.db, "table": table.table(), "retention_period": retention(&r) }),
+                ),
+            )?;
+            let t: Value = serde_json::from_str(&text)?;
+            let row = vec![
+                cell(&t["db"]),
+                cell(&t["table"]),
+                retention_cell(&t["retention_period_ns"]),
+            ];
+            println!("{}", render(&["db", "table", "retention"], &[row])?);
+        }
+        TableCommand::Drop { host, table } => {
+            send(
+                Method::DELETE,
+                &host,
+                path,
+                &[("db", &table.db), ("table", table.table())],
+                None,
+            )?;
+            println!("dropped table {}.{}", table.db, table.table());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 pub fn delete(args: DeleteArgs) -> anyhow::Result<ExitCode> {

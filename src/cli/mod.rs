@@ -8,6 +8,7 @@ mod post;
 mod query;
 mod repair;
 mod serve;
+mod table;
 mod token;
 mod topic;
 mod topology;
@@ -51,7 +52,8 @@ enum Command {
     Delete(admin::DeleteArgs),
     /// Import line protocol, CSV and Parquet files (gzip too) into a database.
     Import(import::ImportArgs),
-    /// Validate and explain dataflow topologies defined in YAML.
+    /// Topologies in YAML: validate, explain or run a file here; deploy, list, status
+    /// and delete a server's.
     #[command(subcommand)]
     Topology(topology::TopologyCommand),
     /// Create, list and delete topics; produce and consume their records.
@@ -107,9 +109,28 @@ pub fn run() -> std::process::ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
+            if let Some(hint) = unreachable_hint(&e) {
+                eprintln!("{hint}");
+            }
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// For an error that is a server not answering at all: which address was tried and how
+/// to point the command elsewhere.
+fn unreachable_hint(e: &anyhow::Error) -> Option<String> {
+    let e = e
+        .chain()
+        .find_map(|c| c.downcast_ref::<reqwest::Error>())
+        .filter(|e| e.is_connect())?;
+    let tried = e.url().map_or_else(
+        || "the server".to_string(),
+        |u| format!("{}://{}", u.scheme(), u.authority()),
+    );
+    Some(format!(
+        "could not connect to {tried}: is `tidemark serve` running there? --host or TIDEMARK_HOST sets the server's address"
+    ))
 }
 
 /// What every client command's HTTP client carries: the token and extra trusted roots.

@@ -1,7 +1,11 @@
 //! `tidemark topology validate|explain|run FILE`: check a topology file, show its physical
-//! plan, or run it in this process until its sources end, without a server. Checks that need a table's schema (a `table_stream` source's
-//! columns, a `table` sink's column types) are left to deployment, where the node's
-//! catalog knows them.
+//! plan, or run it in this process until its sources end, without a server. Checks that
+//! need a table's schema (a `table_stream` source's columns, a `table` sink's column
+//! types) are left to deployment, where the node's catalog knows them.
+//!
+//! `tidemark topology deploy FILE|list|status NAME|delete NAME`: a server's topologies,
+//! through its `/api/v3/topologies` API; a refused deploy prints each problem with the
+//! file's line and column, as `validate` does.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -11,8 +15,13 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use reqwest::Method;
+use serde_json::Value;
 use tidemark_engine::topology::run::{self, NodeStats};
 use tidemark_engine::topology::{self, NoTables};
+
+use super::admin::{HostArg, send, send_raw};
+use super::table::{cell, render};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum TopologyCommand {
@@ -37,6 +46,33 @@ pub enum TopologyCommand {
         #[arg(long)]
         quiet: bool,
     },
+    /// Deploy a topology file to a server, which runs it and keeps it across restarts.
+    Deploy {
+        #[command(flatten)]
+        host: HostArg,
+        /// The topology's YAML file.
+        file: PathBuf,
+    },
+    /// List a server's topologies: state, uptime, last checkpoint, rows in and out.
+    List {
+        #[command(flatten)]
+        host: HostArg,
+    },
+    /// Show one topology's state and, per node, rows in and out, rows/s, watermark, late
+    /// and rejected rows, lag and backpressure.
+    Status {
+        #[command(flatten)]
+        host: HostArg,
+        /// The topology's name.
+        name: String,
+    },
+    /// Stop a topology and delete it with its checkpoint (what it wrote stays).
+    Delete {
+        #[command(flatten)]
+        host: HostArg,
+        /// The topology's name.
+        name: String,
+    },
 }
 
 pub fn run(cmd: TopologyCommand) -> anyhow::Result<ExitCode> {
@@ -44,6 +80,20 @@ pub fn run(cmd: TopologyCommand) -> anyhow::Result<ExitCode> {
         TopologyCommand::Validate { file } => (file, false),
         TopologyCommand::Explain { file } => (file, true),
         TopologyCommand::Run { file, quiet } => return run_file(&file, quiet),
+        TopologyCommand::Deploy { host, file } => return deploy(&host, &file),
+        TopologyCommand::List { host } => return list(&host),
+        TopologyCommand::Status { host, name } => return status(&host, &name),
+        TopologyCommand::Delete { host, name } => {
+            send(
+                Method::DELETE,
+                &host,
+                &format!("/api/v3/topologies/{}", path_segment(&name)),
+                &[],
+                None,
+            )?;
+            println!("deleted topology {name}");
+            return Ok(ExitCode::SUCCESS);
+        }
     };
     let text = std::fs::read_to_string(&file)
         .with_context(|| format!("cannot read {}", file.display()))?;
@@ -144,7 +194,18 @@ fn run_file(file: &std::path::Path, quiet: bool) -> anyhow::Result<ExitCode> {
             }
         );
     }
-    eprintln!("ran {seconds:.2} s");
+    let produced: u64 = v
+        .spec
+        .nodes
+        .iter()
+        .zip(&stats)
+        .filter(|(n, _)| n.role == tidemark_engine::topology::spec::Role::Source)
+        .map(|(_, s)| s.rows_out.load(Ordering::Relaxed))
+        .sum();
+    eprintln!(
+        "ran {seconds:.2} s: {produced} events from the sources, {:.0} events/s",
+        produced as f64 / seconds.max(1e-9)
+    );
     match result {
         Ok(()) => Ok(ExitCode::SUCCESS),
         Err(e) => {
@@ -176,4 +237,163 @@ fn status_line(v: &topology::Validated, stats: &[Arc<NodeStats>], started: Insta
         "{produced} rows in ({:.0}/s), {sunk} rows out, {late} late",
         produced as f64 / started.elapsed().as_secs_f64().max(1e-9)
     )
+}
+
+/// A name as one URL path segment (percent-encoded).
+fn path_segment(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            b => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn deploy(host: &HostArg, file: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let text = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let url = format!("{}/api/v3/topologies", host.host.trim_end_matches('/'));
+    let resp = super::http_client()?
+        .build()?
+        .post(url)
+        .header("content-type", "application/yaml")
+        .body(text)
+        .send()?;
+    if resp.status() == reqwest::StatusCode::BAD_REQUEST {
+        let body: Value = serde_json::from_str(&resp.text()?).unwrap_or(Value::Null);
+        if let Some(problems) = body["problems"].as_array() {
+            for p in problems {
+                eprintln!(
+                    "{}:{}:{}: {}",
+                    file.display(),
+                    cell(&p["line"]),
+                    cell(&p["column"]),
+                    cell(&p["message"])
+                );
+            }
+            eprintln!("{} problem(s); nothing was deployed", problems.len());
+            return Ok(ExitCode::FAILURE);
+        }
+        anyhow::bail!("server answered 400: {}", cell(&body["error"]));
+    }
+    let answer: Value = serde_json::from_str(&super::check(resp)?)?;
+    println!(
+        "deployed topology {} ({})",
+        cell(&answer["name"]),
+        cell(&answer["status"]["state"])
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn list(host: &HostArg) -> anyhow::Result<ExitCode> {
+    let answer: Value = serde_json::from_str(&send_raw(
+        Method::GET,
+        host,
+        "/api/v3/topologies",
+        &[],
+        None,
+    )?)?;
+    let rows: Vec<Vec<String>> = answer["topologies"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|t| {
+            let nodes = t["nodes"].as_array().map(Vec::as_slice).unwrap_or_default();
+            let sum = |role: &str, key: &str| -> u64 {
+                nodes
+                    .iter()
+                    .filter(|n| n["role"] == role)
+                    .filter_map(|n| n[key].as_u64())
+                    .sum()
+            };
+            vec![
+                cell(&t["name"]),
+                cell(&t["state"]),
+                format!("{:.0}", t["uptime_seconds"].as_f64().unwrap_or(0.0)),
+                cell(&t["last_checkpoint"]),
+                sum("source", "rows_out").to_string(),
+                sum("sink", "rows_in").to_string(),
+                cell(&t["error"]),
+            ]
+        })
+        .collect();
+    println!(
+        "{}",
+        render(
+            &[
+                "name",
+                "state",
+                "uptime_s",
+                "checkpoint",
+                "rows_in",
+                "rows_out",
+                "error"
+            ],
+            &rows
+        )?
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn status(host: &HostArg, name: &str) -> anyhow::Result<ExitCode> {
+    let t: Value = serde_json::from_str(&send_raw(
+        Method::GET,
+        host,
+        &format!("/api/v3/topologies/{}", path_segment(name)),
+        &[],
+        None,
+    )?)?;
+    println!(
+        "topology {}: {}, up {:.0} s, last checkpoint {}",
+        cell(&t["name"]),
+        cell(&t["state"]),
+        t["uptime_seconds"].as_f64().unwrap_or(0.0),
+        cell(&t["last_checkpoint"])
+    );
+    if !t["error"].is_null() {
+        println!("error: {}", cell(&t["error"]));
+    }
+    let rows: Vec<Vec<String>> = t["nodes"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|n| {
+            vec![
+                cell(&n["name"]),
+                cell(&n["type"]),
+                cell(&n["rows_in"]),
+                cell(&n["rows_out"]),
+                format!("{:.0}", n["rows_per_second"].as_f64().unwrap_or(0.0)),
+                cell(&n["watermark"]),
+                cell(&n["late_rows"]),
+                cell(&n["rejected_rows"]),
+                cell(&n["lag_records"]),
+                format!("{:.2}", n["backpressure"].as_f64().unwrap_or(0.0)),
+                cell(&n["last_error"]),
+            ]
+        })
+        .collect();
+    println!(
+        "{}",
+        render(
+            &[
+                "node",
+                "type",
+                "rows_in",
+                "rows_out",
+                "rows/s",
+                "watermark",
+                "late",
+                "rejected",
+                "lag",
+                "backpressure",
+                "last_error"
+            ],
+            &rows
+        )?
+    );
+    Ok(ExitCode::SUCCESS)
 }
