@@ -266,6 +266,27 @@ fn query_formats_errors_and_read_only() {
     let (st, body) = s.query_raw("db", "SELECT nope FROM m", "json");
     assert_eq!(st, 400);
     assert!(String::from_utf8_lossy(&body).contains("nope"));
+    // ... as sentences: no Rust names, no chain of contexts.
+    let (st, body) = s.query_raw("db", "SELECT h, v top FROM m", "json");
+    assert_eq!(st, 400);
+    let err: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        err["error"],
+        "syntax error: Expected: end of statement, found: top at Line: 1, Column: 13"
+    );
+    let (st, body) = s.query_raw("db", "SELECT * FROM m WHERE time < 5", "json");
+    assert_eq!(st, 400);
+    let err: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let text = err["error"].as_str().unwrap();
+    assert!(
+        text.starts_with("Cannot infer common argument type") && !text.contains("caused by"),
+        "{text}"
+    );
+    // No rows: the column headers still.
+    let (st, body) = s.query_raw("db", "SELECT h, v FROM m WHERE v < -1000", "pretty");
+    assert_eq!(st, 200);
+    let text = String::from_utf8_lossy(&body);
+    assert!(text.contains("| h | v |"), "{text}");
     let (st, _) = s.query_raw("missing", "SELECT 1", "json");
     assert_eq!(st, 404);
 
@@ -452,7 +473,7 @@ fn the_node_writes_its_own_metrics_into_internal() {
     loop {
         let (status, body) = s.query_raw(
             "_internal",
-            "SELECT max(requests_total) AS r, max(lines_total) AS l FROM write",
+            "SELECT max(r.total) AS r, max(l.total) AS l FROM write_requests r, write_lines l",
             "json",
         );
         if status == 200 {
@@ -472,19 +493,164 @@ fn the_node_writes_its_own_metrics_into_internal() {
     // Labels are tags; histograms keep their sum and count.
     let errors = s.query(
         "_internal",
-        "SELECT max(errors_total) AS n FROM write WHERE kind = 'bad_lines'",
+        "SELECT max(total) AS n FROM write_errors WHERE kind = 'bad_lines'",
     );
     assert_eq!(errors[0]["n"], 1.0);
     let columns = s.query(
         "_internal",
-        "SELECT column_name FROM information_schema.columns WHERE table_name = 'log' \
-         AND column_name LIKE 'fsync_duration%' ORDER BY column_name",
+        "SELECT column_name FROM information_schema.columns \
+         WHERE table_name = 'log_fsync_duration_seconds' ORDER BY column_name",
     );
     assert_eq!(
         columns,
         vec![
-            serde_json::json!({"column_name": "fsync_duration_seconds_count"}),
-            serde_json::json!({"column_name": "fsync_duration_seconds_sum"}),
+            serde_json::json!({"column_name": "count"}),
+            serde_json::json!({"column_name": "sum"}),
+            serde_json::json!({"column_name": "time"}),
         ]
+    );
+    // One table per metric family: `queries` and `query_duration_seconds`, no `query`.
+    let tables: Vec<String> = s
+        .query("_internal", "SHOW TABLES")
+        .iter()
+        .filter(|r| r["table_schema"] == "iox")
+        .map(|r| r["table_name"].as_str().unwrap().to_string())
+        .collect();
+    for t in [
+        "queries",
+        "query_duration_seconds",
+        "process_cpu_seconds",
+        "http_requests",
+    ] {
+        assert!(tables.iter().any(|x| x == t), "{t}: {tables:?}");
+    }
+    assert!(
+        !tables.iter().any(|x| x == "query" || x == "write"),
+        "{tables:?}"
+    );
+}
+
+/// `process_*` and per-route request metrics are exported, and every family `/metrics`
+/// serves is in docs/metrics.md (and every documented one is served).
+#[test]
+fn metrics_cover_the_process_and_each_route_and_match_the_docs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(tmp.path(), &[]);
+    assert_eq!(s.write_v3("m", "cpu v=1 1").0, 204);
+    assert_eq!(s.write_v3("m", "cpu v=\"x\" 2").0, 400);
+    let (code, _) = s.request("GET", "/api/v3/topics/nope", None);
+    assert_eq!(code, 404);
+    let (code, _) = s.request("GET", "/no/such/route", None);
+    assert_eq!(code, 404);
+    assert_eq!(s.query_raw("m", "SELECT nope FROM cpu", "json").0, 400);
+    let (_, text) = s.request("GET", "/metrics", None);
+    for want in [
+        "tidemark_http_requests_total{route=\"/api/v3/write_lp\",method=\"POST\",status=\"204\"} 1",
+        "tidemark_http_requests_total{route=\"/api/v3/write_lp\",method=\"POST\",status=\"400\"} 1",
+        "tidemark_http_requests_total{route=\"/api/v3/topics/{name}\",method=\"GET\",status=\"404\"} 1",
+        "tidemark_http_requests_total{route=\"unmatched\",method=\"GET\",status=\"404\"} 1",
+        "tidemark_http_request_duration_seconds_count{route=\"/api/v3/write_lp\",method=\"POST\"} 2",
+        "# TYPE process_cpu_seconds counter",
+        "# TYPE process_resident_memory_bytes gauge",
+        "# TYPE process_open_fds gauge",
+        "# TYPE process_max_fds gauge",
+        "# TYPE process_start_time_seconds gauge",
+        "# TYPE tidemark_http_connections_accepted counter",
+    ] {
+        assert!(text.contains(want), "{want}\n{text}");
+    }
+    assert!(text.trim_end().ends_with("# EOF"));
+    let docs = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/metrics.md"),
+    )
+    .unwrap();
+    // Documented names: the first column of the tables, without labels.
+    let documented: std::collections::BTreeSet<String> = docs
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `"))
+        .filter_map(|l| l.split('`').next())
+        .map(|n| n.split('{').next().unwrap_or(n).to_string())
+        .collect();
+    let served: std::collections::BTreeSet<String> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .map(|l| {
+            let mut parts = l.split_whitespace();
+            let (name, kind) = (parts.next().unwrap(), parts.next().unwrap());
+            if kind == "counter" {
+                format!("{name}_total")
+            } else {
+                name.to_string()
+            }
+        })
+        // Topology and topic families appear once one is deployed or created.
+        .filter(|n| !n.starts_with("tidemark_topology_") && !n.starts_with("tidemark_topic_"))
+        .collect();
+    let missing: Vec<_> = served.difference(&documented).collect();
+    assert!(missing.is_empty(), "served but not documented: {missing:?}");
+    let stale: Vec<_> = documented
+        .difference(&served)
+        .filter(|n| !n.starts_with("tidemark_topology_") && !n.starts_with("tidemark_topic_"))
+        // Served by a server with --auth once a request is refused (tests/auth.rs).
+        .filter(|n| *n != "tidemark_http_auth_failures_total")
+        .collect();
+    assert!(stale.is_empty(), "documented but not served: {stale:?}");
+}
+
+/// Logs written to a file have no colour codes, and a refused request's line says why.
+#[test]
+fn logs_to_a_file_are_plain_and_refusals_carry_their_reason() {
+    use std::io::BufRead;
+    let tmp = tempfile::tempdir().unwrap();
+    let log = tmp.path().join("server.log");
+    let mut child = std::process::Command::new(common::BIN)
+        .args(["serve", "--http-bind", "127.0.0.1:0", "--data-dir"])
+        .arg(tmp.path().join("data"))
+        .env("TIDEMARK_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let base = loop {
+        let line = lines.next().expect("server output").unwrap();
+        if let Some(rest) = line.trim().strip_prefix("tidemark listening on ") {
+            break rest.to_string();
+        }
+    };
+    let resp = common::client()
+        .post(format!("{base}/api/v3/write_lp?db=m"))
+        .body("cpu v=1 1\ncpu v=\"x\" 2")
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    let resp = common::client()
+        .get(format!("{base}/api/v3/query_sql?db=nope&q=SELECT+1"))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 404);
+    // SIGTERM: a clean stop that flushes the log.
+    std::process::Command::new("kill")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    child.wait().unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(!text.contains('\u{1b}'), "colour codes in a file:\n{text}");
+    let refused: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("request refused"))
+        .collect();
+    assert!(
+        refused.iter().any(|l| l.contains("status=400")
+            && l.contains("reason=")
+            && l.contains("partial write of line protocol occurred")),
+        "{text}"
+    );
+    assert!(
+        refused
+            .iter()
+            .any(|l| l.contains("status=404") && l.contains("database \\\"nope\\\" not found")),
+        "{text}"
     );
 }

@@ -2,11 +2,13 @@
 //! `--internal-metrics-secs`, through the normal write path, so they can be queried with
 //! SQL like any other data (and kept by retention like any other database).
 //!
-//! The OpenMetrics text that `/metrics` serves is turned into line protocol: a metric
-//! `tidemark_<table>_<field>` becomes field `<field>` of table `<table>` (so
-//! `tidemark_write_requests_total` is `write.requests_total`), its labels become tags, and
-//! every value is a float. Histograms keep their `_sum` and `_count`; their buckets are
-//! left out (a tag per bucket bound would make every histogram many series).
+//! The OpenMetrics text that `/metrics` serves is turned into line protocol: each metric
+//! family is a table named as the family without the `tidemark_` prefix, and each sample
+//! a field named by what the sample adds to the family's name (`total`, `sum`, `count`),
+//! or `value` for a gauge: `tidemark_write_requests_total` is `write_requests.total`,
+//! `tidemark_buffer_bytes` is `buffer_bytes.value`. Labels become tags, and every value
+//! is a float. Histograms keep their `sum` and `count`; their buckets are left out (a tag
+//! per bucket bound would make every histogram many series).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -107,7 +109,13 @@ fn parse_labels(s: &str) -> Option<Labels> {
 pub fn to_line_protocol(text: &str, now: i64) -> String {
     // (table, sorted tags) -> fields, so that one line carries all fields of a series.
     let mut series: BTreeMap<(String, Labels), Vec<(String, f64)>> = BTreeMap::new();
+    // The family the samples that follow belong to (`# TYPE <family> <type>`).
+    let mut family = "";
     for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            family = rest.split_whitespace().next().unwrap_or_default();
+            continue;
+        }
         if line.starts_with('#') || line.trim().is_empty() {
             continue;
         }
@@ -117,10 +125,12 @@ pub fn to_line_protocol(text: &str, now: i64) -> String {
         if name.ends_with("_bucket") || !value.is_finite() {
             continue;
         }
-        let name = name.strip_prefix("tidemark_").unwrap_or(name);
-        let Some((table, field)) = name.split_once('_') else {
-            continue;
+        let (table, field) = match name.strip_prefix(family) {
+            Some("") if !family.is_empty() => (family, "value"),
+            Some(rest) if !family.is_empty() && rest.starts_with('_') => (family, &rest[1..]),
+            _ => (name, "value"),
         };
+        let table = table.strip_prefix("tidemark_").unwrap_or(table);
         labels.sort();
         series
             .entry((table.to_string(), labels))
@@ -153,24 +163,36 @@ mod tests {
         let text = "# HELP tidemark_write_requests Write requests received.\n\
                     # TYPE tidemark_write_requests counter\n\
                     tidemark_write_requests_total 5\n\
-                    tidemark_write_lines_total 120\n\
+                    # TYPE tidemark_write_errors counter\n\
                     tidemark_write_errors_total{kind=\"bad_lines\"} 2\n\
                     tidemark_write_errors_total{kind=\"too \\\"large\\\"\"} 1\n\
+                    # TYPE tidemark_log_fsync_duration_seconds histogram\n\
                     tidemark_log_fsync_duration_seconds_bucket{le=\"0.001\"} 3\n\
                     tidemark_log_fsync_duration_seconds_sum 0.5\n\
                     tidemark_log_fsync_duration_seconds_count 4\n\
+                    # TYPE tidemark_buffer_bytes gauge\n\
                     tidemark_buffer_bytes 1024\n\
+                    # TYPE tidemark_queries counter\n\
+                    tidemark_queries_total 3\n\
+                    # TYPE tidemark_query_duration_seconds histogram\n\
+                    tidemark_query_duration_seconds_sum 0.25\n\
+                    tidemark_query_duration_seconds_count 3\n\
+                    # TYPE process_cpu_seconds counter\n\
+                    process_cpu_seconds_total 1.5\n\
                     # EOF\n";
         let lp = to_line_protocol(text, 7);
         let lines: Vec<&str> = lp.lines().collect();
         assert_eq!(
             lines,
             vec![
-                "buffer bytes=1024.0 7",
-                "log fsync_duration_seconds_sum=0.5,fsync_duration_seconds_count=4.0 7",
-                "write requests_total=5.0,lines_total=120.0 7",
-                "write,kind=bad_lines errors_total=2.0 7",
-                "write,kind=too\\ \"large\" errors_total=1.0 7",
+                "buffer_bytes value=1024.0 7",
+                "log_fsync_duration_seconds sum=0.5,count=4.0 7",
+                "process_cpu_seconds total=1.5 7",
+                "queries total=3.0 7",
+                "query_duration_seconds sum=0.25,count=3.0 7",
+                "write_errors,kind=bad_lines total=2.0 7",
+                "write_errors,kind=too\\ \"large\" total=1.0 7",
+                "write_requests total=5.0 7",
             ]
         );
     }

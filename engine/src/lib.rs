@@ -11,6 +11,7 @@ pub mod error;
 pub mod maintenance;
 pub mod metrics;
 pub mod node;
+mod process_metrics;
 pub mod stream;
 pub mod topics;
 pub mod topology;

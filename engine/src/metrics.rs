@@ -2,14 +2,17 @@
 //! encoded in the OpenMetrics text format for `GET /metrics`.
 //!
 //! Label sets are bounded by construction: the only labels are an error `kind`, one of the
-//! fixed names callers pass as `&'static str`, and a topic's name, bounded by the topic
-//! limit (a deleted topic's series are removed); no database, table or other user-supplied
-//! value ever becomes a label. Gauges that mirror state (buffer size) are set when scraped.
+//! fixed names callers pass as `&'static str`; an HTTP route (one of the router's
+//! templates, or `unmatched`), method (one of the standard ones, or `other`) and status;
+//! and a topic's name, bounded by the topic limit (a deleted topic's series are removed);
+//! no database, table or other user-supplied value ever becomes a label. The `process_*`
+//! family (CPU, memory, file descriptors, start time) is read from `/proc` at each
+//! scrape and has no `tidemark_` prefix, as Prometheus client libraries export it. Gauges that mirror state (buffer size) are set when scraped.
 //! The log writer's counters live in storage ([`LogMetrics`]) and are registered here.
 
 use std::time::Duration;
 
-use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::text::{encode_eof, encode_registry};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -55,13 +58,24 @@ pub struct Metrics {
     pub query_seconds: Histogram,
     query_errors: Family<KindLabel, Counter>,
     pub http_connections: Gauge,
+    pub http_connections_accepted: Counter,
     pub http_connections_refused: Counter,
+    http_requests: Family<RouteStatusLabel, Counter>,
+    http_request_seconds: Family<RouteLabel, Histogram, fn() -> Histogram>,
+    /// `process_*`, registered without the prefix.
+    process: Registry,
     http_auth_failures: Family<Vec<(&'static str, &'static str)>, Counter>,
     topic_produced_records: Family<TopicLabel, Counter>,
     topic_produced_bytes: Family<TopicLabel, Counter>,
     topic_consumed_records: Family<TopicLabel, Counter>,
     topic_consumed_bytes: Family<TopicLabel, Counter>,
 }
+
+/// Label set of HTTP request counts: route, method and status.
+pub type RouteStatusLabel = Vec<(&'static str, String)>;
+
+/// Label set of HTTP request latencies: route and method.
+pub type RouteLabel = Vec<(&'static str, String)>;
 
 /// 1 ms to about 8 minutes.
 fn seconds_histogram() -> Histogram {
@@ -93,7 +107,11 @@ impl Metrics {
             query_seconds: seconds_histogram(),
             query_errors: Family::default(),
             http_connections: Gauge::default(),
+            http_connections_accepted: Counter::default(),
             http_connections_refused: Counter::default(),
+            http_requests: Family::default(),
+            http_request_seconds: Family::new_with_constructor(seconds_histogram),
+            process: Registry::default(),
             http_auth_failures: Family::default(),
             topic_produced_records: Family::default(),
             topic_produced_bytes: Family::default(),
@@ -131,6 +149,22 @@ impl Metrics {
             "http_connections",
             "HTTP connections open",
             m.http_connections.clone(),
+        );
+        r.register(
+            "http_connections_accepted",
+            "HTTP connections accepted (a client that keeps its connection alive opens one)",
+            m.http_connections_accepted.clone(),
+        );
+        r.register(
+            "http_requests",
+            "HTTP requests answered, by route, method and status",
+            m.http_requests.clone(),
+        );
+        r.register_with_unit(
+            "http_request_duration",
+            "Time from a request's arrival to its response's start, by route and method",
+            Unit::Seconds,
+            m.http_request_seconds.clone(),
         );
         r.register(
             "http_connections_refused",
@@ -261,7 +295,33 @@ impl Metrics {
             Unit::Bytes,
             m.topic_consumed_bytes.clone(),
         );
+        m.process
+            .register_collector(Box::new(crate::process_metrics::ProcessCollector));
         m
+    }
+
+    /// Counts an answered HTTP request. `route` is the router's template (bounded);
+    /// a method outside the standard ones counts as `other`.
+    pub fn http_request(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
+        const METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"];
+        let method = if METHODS.contains(&method) {
+            method
+        } else {
+            "other"
+        };
+        self.http_requests
+            .get_or_create(&vec![
+                ("route", route.to_string()),
+                ("method", method.to_string()),
+                ("status", status.to_string()),
+            ])
+            .inc();
+        self.http_request_seconds
+            .get_or_create(&vec![
+                ("route", route.to_string()),
+                ("method", method.to_string()),
+            ])
+            .observe(elapsed.as_secs_f64());
     }
 
     /// The counters of records and bytes appended to a topic, to count a produce from the
@@ -332,7 +392,9 @@ impl Metrics {
     pub fn encode(&self) -> String {
         let mut out = String::new();
         // Writing to a String cannot fail.
-        let _ = encode(&mut out, &self.registry);
+        let _ = encode_registry(&mut out, &self.registry);
+        let _ = encode_registry(&mut out, &self.process);
+        let _ = encode_eof(&mut out);
         out
     }
 }

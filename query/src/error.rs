@@ -79,7 +79,23 @@ impl From<datafusion::error::DataFusionError> for Error {
         ) {
             return Error::MemoryLimit(e.find_root().to_string());
         }
-        Error::Sql(e.to_string())
+        Error::Sql(sentence(&e))
+    }
+}
+
+/// A planning error as a sentence: a syntax error without the parser's Rust names (not
+/// `SQL error: ParserError("Expected: ...")`), a planning error without DataFusion's
+/// chain of contexts.
+fn sentence(e: &datafusion::error::DataFusionError) -> String {
+    use datafusion::error::DataFusionError as D;
+    use datafusion::sql::sqlparser::parser::ParserError as P;
+    match e.find_root() {
+        D::SQL(p, _) => match p.as_ref() {
+            P::TokenizerError(m) | P::ParserError(m) => format!("syntax error: {m}"),
+            P::RecursionLimitExceeded => "syntax error: the statement nests too deeply".into(),
+        },
+        D::Plan(m) => m.clone(),
+        _ => e.to_string(),
     }
 }
 

@@ -240,7 +240,13 @@ pub fn encode(format: Format, schema: &SchemaRef, batches: &[RecordBatch]) -> Re
             }
         }
         Format::Pretty => {
-            let table = arrow::util::pretty::pretty_format_batches(&batches)?;
+            // No rows: still the column headers, as psql and DuckDB show them.
+            let empty = [RecordBatch::new_empty(Arc::clone(&schema))];
+            let table = arrow::util::pretty::pretty_format_batches(if batches.is_empty() {
+                &empty
+            } else {
+                &batches
+            })?;
             out.extend_from_slice(table.to_string().as_bytes());
             out.push(b'\n');
         }

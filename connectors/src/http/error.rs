@@ -128,9 +128,29 @@ impl ApiError {
     }
 }
 
-fn json_response(status: StatusCode, body: serde_json::Value) -> Response {
-    (status, axum::Json(body)).into_response()
+pub(crate) fn json_response(status: StatusCode, body: serde_json::Value) -> Response {
+    let reason = body
+        .get("error")
+        .or_else(|| body.get("message"))
+        .and_then(|m| m.as_str())
+        .map(|m| {
+            // A log line, not the answer: the start of a long message is enough.
+            let end = (0..=m.len().min(300))
+                .rev()
+                .find(|&i| m.is_char_boundary(i))
+                .unwrap_or(0);
+            Refusal(m[..end].to_string())
+        });
+    let mut resp = (status, axum::Json(body)).into_response();
+    if let Some(r) = reason {
+        resp.extensions_mut().insert(r);
+    }
+    resp
 }
+
+/// Why a request was refused, carried on the response for the request's log line.
+#[derive(Debug, Clone)]
+pub struct Refusal(pub String);
 
 /// Most line errors a v3 write answer lists; the rest are counted.
 pub const MAX_LISTED_LINE_ERRORS: usize = 100;

@@ -161,7 +161,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         // Bodies are read and bounded by `read_body`, which also bounds what gzip expands to.
         .layer(DefaultBodyLimit::disable())
         .layer(authenticate)
-        .layer(axum::middleware::from_fn(request_span))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            request_span,
+        ))
         .with_state(state)
 }
 
@@ -211,6 +214,7 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
+        metrics_node.metrics().http_connections_accepted.inc();
         let _ = stream.set_nodelay(true);
         let permit = Arc::clone(&permits).try_acquire_owned().ok();
         let node = Arc::clone(&metrics_node);
@@ -322,7 +326,11 @@ fn request_id(headers: &HeaderMap) -> String {
 /// Runs each request inside a `request` span carrying its id, method and path, so every
 /// log line the request causes names it; logs how it ended and echoes the id back in
 /// `X-Request-Id`.
-async fn request_span(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+async fn request_span(
+    axum::extract::State(state): axum::extract::State<Arc<AppState>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
     use tracing::Instrument;
     let id = request_id(req.headers());
     let span = tracing::info_span!(
@@ -332,15 +340,31 @@ async fn request_span(req: axum::extract::Request, next: axum::middleware::Next)
         path = %req.uri().path()
     );
     let started = std::time::Instant::now();
+    // The route's template (bounded), not the path the client sent.
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or("unmatched", |m| m.as_str())
+        .to_string();
+    let method = req.method().clone();
     async move {
         let mut resp = next.run(req).await;
         let status = resp.status().as_u16();
-        let elapsed_ms = started.elapsed().as_secs_f64() * 1e3;
+        let elapsed = started.elapsed();
+        let elapsed_ms = elapsed.as_secs_f64() * 1e3;
+        state
+            .node
+            .metrics()
+            .http_request(&route, method.as_str(), status, elapsed);
+        let reason = resp
+            .extensions()
+            .get::<error::Refusal>()
+            .map_or("", |r| r.0.as_str());
         // Successful requests log at debug: under load they are thousands a second.
         if status >= 500 {
-            tracing::warn!(status, elapsed_ms, "request failed");
+            tracing::warn!(status, elapsed_ms, reason, "request failed");
         } else if status >= 400 {
-            tracing::info!(status, elapsed_ms, "request refused");
+            tracing::info!(status, elapsed_ms, reason, "request refused");
         } else {
             tracing::debug!(status, elapsed_ms, "request finished");
         }
