@@ -407,3 +407,80 @@ fn consume_prints_values_no_parser_can_hold_exactly() {
     assert!(stdout.contains("\"value\":1e999}"), "{stdout}");
     assert!(stdout.contains("\"value\":\"not json\"}"), "{stdout}");
 }
+
+/// `consume --follow` over every partition long-polls them all at once over kept-alive
+/// connections: a record in any partition is printed promptly, without a connection per
+/// poll. Records print their fields in the documented order.
+#[test]
+fn following_every_partition_long_polls_over_kept_alive_connections() {
+    use std::io::BufRead;
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(tmp.path(), &[]);
+    let out = cli(&s, &["create", "events", "--partitions", "3"]);
+    assert!(out.status.success(), "{out:?}");
+    let accepted = |s: &Server| {
+        metric(
+            &s.request("GET", "/metrics", None).1,
+            "tidemark_http_connections_accepted_total",
+        )
+        .unwrap()
+    };
+    let mut child = Command::new(BIN)
+        .args(["topic", "consume", "events", "--follow", "--limit", "6"])
+        .env("TIDEMARK_HOST", &s.base)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            if tx.send(line.unwrap()).is_err() {
+                return;
+            }
+        }
+    });
+    // Let every partition's reader start waiting, then count connections while idle.
+    std::thread::sleep(Duration::from_millis(700));
+    let before = accepted(&s);
+    std::thread::sleep(Duration::from_millis(2500));
+    let idle = accepted(&s) - before;
+    // The two scrapes are connections of their own; the readers open none while waiting.
+    assert!(idle <= 2.0, "{idle} connections while idle");
+    // Records in every partition arrive while the readers wait.
+    let mut got = Vec::new();
+    for i in 0..6 {
+        let (status, body) = produce(&s, "events", &format!("{{\"key\":\"k{i}\",\"value\":{i}}}"));
+        assert_eq!(status, 200, "{body}");
+        let line = rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("a followed record");
+        got.push(line);
+    }
+    assert!(child.wait().unwrap().success());
+    let partitions: std::collections::BTreeSet<u64> = got
+        .iter()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["partition"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert!(partitions.len() >= 2, "{got:?}");
+    for line in &got {
+        let at = |f: &str| line.find(&format!("\"{f}\":")).unwrap();
+        assert!(
+            at("partition") < at("offset")
+                && at("offset") < at("timestamp")
+                && at("timestamp") < at("key")
+                && at("key") < at("value"),
+            "{line}"
+        );
+    }
+    // One record: "1 record".
+    let file = tmp.path().join("one.jsonl");
+    std::fs::write(&file, "{\"value\": 1}\n").unwrap();
+    let out = cli(&s, &["produce", "events", file.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("produced 1 record to"), "{err}");
+}

@@ -136,11 +136,27 @@ pub(super) fn send_raw(
     query: &[(&str, &str)],
     body: Option<(&str, Vec<u8>)>,
 ) -> anyhow::Result<String> {
+    send_with(
+        &super::http_client()?.build()?,
+        method,
+        host,
+        path,
+        query,
+        body,
+    )
+}
+
+/// [`send_raw`] over a client the caller keeps (and so its kept-alive connections).
+pub(super) fn send_with(
+    client: &reqwest::blocking::Client,
+    method: reqwest::Method,
+    host: &HostArg,
+    path: &str,
+    query: &[(&str, &str)],
+    body: Option<(&str, Vec<u8>)>,
+) -> anyhow::Result<String> {
     let url = format!("{}{path}", host.host.trim_end_matches('/'));
-    let mut req = super::http_client()?
-        .build()?
-        .request(method, url)
-        .query(query);
+    let mut req = client.request(method, url).query(query);
     if let Some((content_type, b)) = body {
         req = req.header("content-type", content_type).body(b);
     }

@@ -13,7 +13,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use tidemark_connectors::http::parse_topic_records;
 
-use super::admin::{HostArg, print, send, send_raw};
+use super::admin::{HostArg, print, send, send_raw, send_with};
 
 /// A batch is sent once it holds this many bytes.
 const BATCH_BYTES: usize = 1024 * 1024;
@@ -138,7 +138,8 @@ pub fn run(cmd: TopicCommand) -> anyhow::Result<ExitCode> {
             };
             let shape = Shape { values, key };
             let sent = produce(&host, &name, input, &shape, no_sync)?;
-            eprintln!("produced {sent} records to topic {name:?}");
+            let noun = if sent == 1 { "record" } else { "records" };
+            eprintln!("produced {sent} {noun} to topic {name:?}");
             Ok(ExitCode::SUCCESS)
         }
         TopicCommand::Consume {
@@ -280,79 +281,150 @@ fn consume(
     limit: Option<u64>,
     follow: bool,
 ) -> anyhow::Result<ExitCode> {
+    // One client for the whole run: its pool keeps connections alive between requests.
+    let client = super::http_client()?.build()?;
     let path = format!("/api/v3/topics/{name}");
-    let info: Value = serde_json::from_str(&send(Method::GET, host, &path, &[], None)?)?;
+    let info: Value =
+        serde_json::from_str(&send_with(&client, Method::GET, host, &path, &[], None)?)?;
     let count = info["partitions"].as_array().map_or(0, Vec::len) as u32;
     let partitions: Vec<u32> = match partition {
         Some(p) => vec![p],
         None => (0..count).collect(),
     };
-    // Per partition, where to read next (the first read uses the user's --offset).
-    let mut next: Vec<String> = vec![offset.to_string(); partitions.len()];
-    let mut printed = 0u64;
+    let reader = Reader {
+        client,
+        host,
+        path: format!("{path}/records"),
+    };
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    let records_path = format!("{path}/records");
-    loop {
-        let mut got = 0usize;
-        for (i, p) in partitions.iter().enumerate() {
-            let left = limit.map_or(10_000, |l| l.saturating_sub(printed).min(10_000));
-            if left == 0 {
+    let mut printed = 0u64;
+    let left =
+        |printed: u64| limit.map_or(FETCH_LIMIT, |l| l.saturating_sub(printed).min(FETCH_LIMIT));
+    if follow && partitions.len() > 1 {
+        // Every partition long-polls at once, each on its own kept-alive connection, so
+        // a record in any of them is printed as soon as it is written.
+        let (tx, rx) =
+            std::sync::mpsc::sync_channel::<anyhow::Result<Vec<String>>>(partitions.len());
+        std::thread::scope(|scope| -> anyhow::Result<ExitCode> {
+            for &p in &partitions {
+                let (tx, reader) = (tx.clone(), &reader);
+                let mut next = offset.to_string();
+                scope.spawn(move || {
+                    loop {
+                        let got = reader.fetch(p, &next, FETCH_LIMIT, LONG_POLL_MS);
+                        let stop = got.is_err();
+                        let lines = got.map(|(lines, n)| {
+                            next = n.to_string();
+                            lines
+                        });
+                        // The receiver is gone once the limit is printed or it failed.
+                        if tx.send(lines).is_err() || stop {
+                            return;
+                        }
+                    }
+                });
+            }
+            drop(tx);
+            for lines in rx {
+                for line in lines? {
+                    if left(printed) == 0 {
+                        break;
+                    }
+                    writeln!(out, "{line}")?;
+                    printed += 1;
+                }
+                out.flush()?;
+                if left(printed) == 0 {
+                    // The readers end at their next answer; do not wait for it.
+                    std::process::exit(0);
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        })
+    } else {
+        // Per partition, where to read next (the first read uses the user's --offset).
+        let mut next: Vec<String> = vec![offset.to_string(); partitions.len()];
+        let wait = if follow { LONG_POLL_MS } else { 0 };
+        loop {
+            let mut got = 0usize;
+            for (i, &p) in partitions.iter().enumerate() {
+                if left(printed) == 0 {
+                    return Ok(ExitCode::SUCCESS);
+                }
+                let (lines, n) = reader.fetch(p, &next[i], left(printed), wait)?;
+                for line in &lines {
+                    writeln!(out, "{line}")?;
+                }
+                printed += lines.len() as u64;
+                got += lines.len();
+                next[i] = n.to_string();
+            }
+            out.flush()?;
+            if got == 0 && !follow {
                 return Ok(ExitCode::SUCCESS);
             }
-            let (p_text, limit_text) = (p.to_string(), left.to_string());
-            // Waiting on one partition at a time would starve the others: only a
-            // single-partition follow waits at the server.
-            let wait = if follow && partitions.len() == 1 {
-                "1000"
-            } else {
-                "0"
-            };
-            let text = send(
-                Method::GET,
-                host,
-                &records_path,
-                &[
-                    ("partition", &p_text),
-                    ("offset", &next[i]),
-                    ("limit", &limit_text),
-                    ("wait_ms", wait),
-                ],
-                None,
-            )?;
-            // Values are passed through as the stored JSON text, never parsed: a value no
-            // JSON library reads into numbers or trees (1e999, 10,000 nested arrays) is
-            // still printed exactly as it was produced.
-            let fetch: Fetched<'_> = serde_json::from_str(&text).with_context(|| {
+        }
+    }
+}
+
+/// Records asked for in one request.
+const FETCH_LIMIT: u64 = 10_000;
+
+/// How long a following reader's request waits at the server for a new record (below the
+/// client's 30 s request timeout).
+const LONG_POLL_MS: u64 = 10_000;
+
+/// Reads one topic's records over one client (one pool of kept-alive connections).
+struct Reader<'a> {
+    client: reqwest::blocking::Client,
+    host: &'a HostArg,
+    path: String,
+}
+
+impl Reader<'_> {
+    /// Up to `limit` records of partition `p` from `offset`, as the lines `consume`
+    /// prints, and the offset to read from next; waits up to `wait_ms` for a first one.
+    fn fetch(
+        &self,
+        p: u32,
+        offset: &str,
+        limit: u64,
+        wait_ms: u64,
+    ) -> anyhow::Result<(Vec<String>, u64)> {
+        let text = send_with(
+            &self.client,
+            Method::GET,
+            self.host,
+            &self.path,
+            &[
+                ("partition", &p.to_string()),
+                ("offset", offset),
+                ("limit", &limit.to_string()),
+                ("wait_ms", &wait_ms.to_string()),
+            ],
+            None,
+        )?;
+        // Values are passed through as the stored JSON text, never parsed: a value no
+        // JSON library reads into numbers or trees (1e999, 10,000 nested arrays) is
+        // still printed exactly as it was produced.
+        let fetch: Fetched<'_> = serde_json::from_str(&text).with_context(|| {
+            format!("the answer for partition {p} from offset {offset} is not the records shape")
+        })?;
+        let lines = fetch
+            .records
+            .iter()
+            .map(|r| {
                 format!(
-                    "the answer for partition {p} from offset {} is not the records shape",
-                    next[i]
-                )
-            })?;
-            for r in &fetch.records {
-                writeln!(
-                    out,
                     "{{\"partition\":{p},\"offset\":{},\"timestamp\":{},\"key\":{},\"value\":{}}}",
                     r.offset,
                     r.timestamp.map_or("null", |t| t.get()),
                     r.key.map_or("null", |k| k.get()),
                     r.value.get()
                 )
-                .with_context(|| format!("printing partition {p} offset {}", r.offset))?;
-                printed += 1;
-                got += 1;
-            }
-            next[i] = fetch.next_offset.to_string();
-        }
-        out.flush()?;
-        if got == 0 {
-            if !follow {
-                return Ok(ExitCode::SUCCESS);
-            }
-            if partitions.len() > 1 {
-                std::thread::sleep(std::time::Duration::from_millis(200));
-            }
-        }
+            })
+            .collect();
+        Ok((lines, fetch.next_offset))
     }
 }
 
