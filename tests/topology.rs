@@ -632,3 +632,47 @@ sinks:
     assert!(status.success(), "{stderr}");
     assert!(stderr.contains("cpu "), "{stderr}");
 }
+
+/// A generator with `throttle: true` makes `rate` rows per second of wall time (here
+/// tokio's paused clock, so the test measures simulated time and never waits); without
+/// it, `topology run` makes them as fast as it can.
+#[tokio::test(start_paused = true)]
+async fn a_throttled_generator_keeps_to_its_rate_in_wall_time() {
+    use std::sync::atomic::Ordering;
+    use tidemark_engine::topology::{self, run};
+
+    for (throttle, parallelism) in [("true", 1), ("true", 2), ("false", 1)] {
+        let yaml = format!(
+            "name: paced
+sources:
+  seq: {{ type: generator, generator: sequence, rate: 200, rows: 1000, throttle: {throttle}, parallelism: {parallelism} }}
+sinks:
+  drop: {{ inputs: [seq], type: blackhole }}
+"
+        );
+        let v = topology::load(&yaml, &topology::NoTables).await.unwrap();
+        let stats: Vec<std::sync::Arc<run::NodeStats>> =
+            v.spec.nodes.iter().map(|_| Default::default()).collect();
+        let start = tokio::time::Instant::now();
+        let seen = stats.clone();
+        let running =
+            tokio::spawn(async move { run::run(&v, &stats, run::RunEnv::default()).await });
+        if throttle == "true" {
+            // Half-way through its five seconds, about half the rows are out.
+            tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+            let out = seen[0].rows_out.load(Ordering::Relaxed);
+            assert!(
+                (440..=560).contains(&out),
+                "{throttle}/{parallelism}: {out} rows at 2.5 s"
+            );
+        }
+        running.await.unwrap().unwrap();
+        let took = start.elapsed().as_secs_f64();
+        assert_eq!(seen[0].rows_out.load(Ordering::Relaxed), 1000);
+        if throttle == "true" {
+            assert!((4.8..5.3).contains(&took), "{parallelism}: {took} s");
+        } else {
+            assert!(took < 0.5, "unpaced took {took} s");
+        }
+    }
+}

@@ -589,3 +589,33 @@ sinks:
     assert_eq!(tags, vec![serde_json::json!({"column_name": "auction"})]);
     assert!(server.terminate().success());
 }
+
+/// A generator deployed to a server is paced at `rate` rows per second of wall time
+/// unless it says `throttle: false`: deploying an example does not flood the server.
+#[test]
+fn a_deployed_generator_is_paced_in_wall_time() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(tmp.path(), &[]);
+    let topology = "name: gen
+sources:
+  seq: { type: generator, generator: sequence, rate: 20, event_time: time }
+sinks:
+  store: { inputs: [seq], type: table, database: g, table: seq }
+";
+    let started = Instant::now();
+    let (code, body) = server.post("/api/v3/topologies", topology);
+    assert_eq!(code, 201, "{body}");
+    std::thread::sleep(Duration::from_millis(1500));
+    let (code, body) = server.request("GET", "/api/v3/topologies/gen", None);
+    assert_eq!(code, 200, "{body}");
+    let s: Value = serde_json::from_str(&body).unwrap();
+    let rows = s["nodes"][0]["rows_out"].as_u64().unwrap();
+    let most = 20.0 * (started.elapsed().as_secs_f64() + 0.2);
+    assert!(
+        rows > 0 && (rows as f64) <= most,
+        "{rows} rows, at most {most}"
+    );
+    let (code, body) = server.request("DELETE", "/api/v3/topologies/gen", None);
+    assert_eq!(code, 200, "{body}");
+    assert!(server.terminate().success());
+}

@@ -152,10 +152,16 @@ pub fn describe(n: &NodeSpec) -> String {
             generator,
             rows,
             rate,
+            throttle,
             ..
         } => format!(
-            "generator {} at {rate} rows/s{}",
+            "generator {} at {rate} rows/s{}{}",
             generator.name(),
+            match throttle {
+                Some(true) => " (paced in wall time)",
+                Some(false) => " (unpaced)",
+                None => "",
+            },
             rows.map_or(String::new(), |r| format!(", {r} rows"))
         ),
         Kind::TableStream {

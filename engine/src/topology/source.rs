@@ -55,7 +55,17 @@ pub(crate) async fn run(
             rows,
             rate,
             seed,
-        } => generate(node, *generator, *rows, *rate, *seed, out, ctl).await,
+            throttle,
+        } => {
+            // In a server, pace by default: an unpaced generator floods it.
+            let paced = throttle.unwrap_or(ctl.node.is_some());
+            let rows = Rows {
+                total: *rows,
+                rate: *rate,
+                paced,
+            };
+            generate(node, *generator, rows, *seed, out, ctl).await
+        }
         Kind::FileSource {
             path,
             format,
@@ -114,18 +124,30 @@ fn mix(seed: u64, i: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// How many rows a generator makes and how fast.
+struct Rows {
+    /// Stop after (none: run until stopped).
+    total: Option<u64>,
+    /// Rows per second of event time (and of wall time when paced).
+    rate: u64,
+    paced: bool,
+}
+
+/// Longest a paced generator sleeps before it looks for barriers and a stop again.
+const PACE_TICK: std::time::Duration = std::time::Duration::from_millis(100);
+
 async fn generate(
     node: &NodeSpec,
     kind: GeneratorKind,
-    rows: Option<u64>,
-    rate: u64,
+    rows: Rows,
     seed: u64,
     out: &mut Outputs,
     ctl: &mut Ctl,
 ) -> Result<Vec<u8>, String> {
     let schema = generator_schema(kind);
-    let step = 1_000_000_000 / rate.max(1) as i64;
-    let total = rows.unwrap_or(u64::MAX);
+    let rate = rows.rate.max(1);
+    let step = 1_000_000_000 / rate as i64;
+    let total = rows.total.unwrap_or(u64::MAX);
     // Task k of n makes rows k, k + n, k + 2n...: together, the rows one task would make.
     let (k, n_tasks) = (ctl.instance.0 as u64, ctl.instance.1.max(1) as u64);
     let row_of = move |j: u64| k.saturating_add(j.saturating_mul(n_tasks));
@@ -135,9 +157,32 @@ async fn generate(
         None => 0,
     };
     let state = |next: u64| StateWriter::default().u64(next).finish();
+    // Paced: this task's share of `rate` rows per wall second, in batches of about a
+    // tenth of a second, each sent when the wall clock reaches its last row's turn.
+    let task_rate = (rate as f64 / n_tasks as f64).max(f64::MIN_POSITIVE);
+    let batch_rows = if rows.paced {
+        ((task_rate / 10.0) as usize).clamp(1, SOURCE_BATCH_ROWS)
+    } else {
+        SOURCE_BATCH_ROWS
+    };
+    let (started, first) = (tokio::time::Instant::now(), next);
     while row_of(next) < total {
-        let mut ids: Vec<u64> = Vec::with_capacity(SOURCE_BATCH_ROWS);
-        while ids.len() < SOURCE_BATCH_ROWS && row_of(next) < total {
+        if rows.paced {
+            let due =
+                started + std::time::Duration::from_secs_f64((next - first) as f64 / task_rate);
+            loop {
+                let now = tokio::time::Instant::now();
+                if now >= due {
+                    break;
+                }
+                tokio::time::sleep((due - now).min(PACE_TICK)).await;
+                if ctl.source_barriers(out, || state(next)).await?.1 {
+                    return Ok(state(next));
+                }
+            }
+        }
+        let mut ids: Vec<u64> = Vec::with_capacity(batch_rows);
+        while ids.len() < batch_rows && row_of(next) < total {
             ids.push(row_of(next));
             next += 1;
         }

@@ -224,6 +224,9 @@ pub enum Kind {
         /// Rows per second of event time.
         rate: u64,
         seed: u64,
+        /// Emit `rate` rows per second of wall time (`None`: yes in a server, where an
+        /// unpaced generator would flood it, no in `tidemark topology run`).
+        throttle: Option<bool>,
     },
     TableStream {
         database: String,
@@ -772,7 +775,12 @@ fn read_node(
             r.check_keys(
                 body,
                 path,
-                &[COMMON, &source_keys, &["generator", "rows", "rate", "seed"]].concat(),
+                &[
+                    COMMON,
+                    &source_keys,
+                    &["generator", "rows", "rate", "seed", "throttle"],
+                ]
+                .concat(),
             );
             let generator = match r.required(body, loc, "generator", path) {
                 Some(g) => GeneratorKind::parse(&g.name).or_else(|| {
@@ -794,6 +802,7 @@ fn read_node(
                 rows: r.number(body, "rows", path),
                 rate: r.number(body, "rate", path).unwrap_or(1000).max(1),
                 seed: r.number(body, "seed", path).unwrap_or(1),
+                throttle: r.boolean(body, "throttle", path).map(|(t, _)| t),
             }
         }
         (Role::Source, "table_stream") => {
