@@ -90,6 +90,9 @@ struct Work {
     file: usize,
     batch: Batch,
     failure: Option<String>,
+    /// The input read when this batch was complete: where the bar stands once it is sent
+    /// (the reader runs ahead of the sender, so its own count would reach the end first).
+    read_to: u64,
 }
 
 #[derive(Default)]
@@ -180,6 +183,7 @@ pub fn run(args: ImportArgs) -> anyhow::Result<ExitCode> {
                             file: i,
                             batch: Batch::default(),
                             failure,
+                            read_to: reader_progress.load(Ordering::Relaxed),
                         };
                         if tx.send(work).is_err() {
                             return;
@@ -199,6 +203,7 @@ pub fn run(args: ImportArgs) -> anyhow::Result<ExitCode> {
                             file: i,
                             batch,
                             failure,
+                            read_to: reader_progress.load(Ordering::Relaxed),
                         })
                         .is_err()
                 {
@@ -256,7 +261,7 @@ pub fn run(args: ImportArgs) -> anyhow::Result<ExitCode> {
             totals.failed_files += 1;
             bar.suspend(|| eprintln!("error: {failure}"));
         }
-        bar.set_position(progress.load(Ordering::Relaxed));
+        bar.set_position(work.read_to);
         bar.set_message(format!(
             "{} rows, {} rejected",
             totals.accepted, totals.rejected

@@ -234,12 +234,26 @@ fn progress_bar(len: u64, quiet: bool, what: &str) -> ProgressBar {
         bar.set_draw_target(ProgressDrawTarget::hidden());
     }
     let template = format!(
-        "{{elapsed_precise}} [{{bar:30}}] {{human_pos}}/{{human_len}} {what} ({{per_sec}}) {{msg}}"
+        "{{elapsed_precise}} [{{bar:30}}] {{human_pos}}/{{human_len}} {what} ({{whole_per_sec}}) {{msg}}"
     );
     if let Ok(style) = ProgressStyle::with_template(&template) {
-        bar.set_style(style.progress_chars("=> "));
+        bar.set_style(style.progress_chars("=> ").with_key(
+            "whole_per_sec",
+            |s: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = w.write_str(&whole_per_sec(s.per_sec()));
+            },
+        ));
     }
     bar
+}
+
+/// A rate as a whole number per second (`12345/s`, not `12345.6789/s`).
+pub(super) fn whole_per_sec(rate: f64) -> String {
+    if rate.is_finite() {
+        format!("{rate:.0}/s")
+    } else {
+        "-/s".to_string()
+    }
 }
 
 fn write(args: WriteArgs) -> anyhow::Result<ExitCode> {
@@ -534,5 +548,17 @@ fn count_rows(format: &str, body: &[u8]) -> Option<u64> {
         "csv" => Some(lines.saturating_sub(1)),
         "jsonl" => Some(lines),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_are_whole_numbers() {
+        assert_eq!(whole_per_sec(12_345.678_9), "12346/s");
+        assert_eq!(whole_per_sec(0.4), "0/s");
+        assert_eq!(whole_per_sec(f64::INFINITY), "-/s");
     }
 }
