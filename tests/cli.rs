@@ -22,6 +22,19 @@ fn write_stdin(args: &[&str], input: &[u8]) -> std::process::Output {
     child.wait_with_output().unwrap()
 }
 
+/// Runs `tidemark ARGS` against `s`: whether it succeeded, and its stdout then stderr.
+fn run_against(s: &Server, args: &[&str]) -> (bool, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .env("TIDEMARK_HOST", &s.base)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
 #[test]
 fn write_a_file_and_stdin_then_query_in_each_format() {
     let tmp = tempfile::tempdir().unwrap();
@@ -160,18 +173,7 @@ fn serve_flags_come_from_the_environment_too() {
 fn database_table_and_delete_commands() {
     let tmp = tempfile::tempdir().unwrap();
     let s = Server::start(tmp.path(), &[]);
-    let run = |args: &[&str]| {
-        let out = Command::new(BIN)
-            .args(args)
-            .env("TIDEMARK_HOST", &s.base)
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned()
-                + &String::from_utf8_lossy(&out.stderr),
-        )
-    };
+    let run = |args: &[&str]| run_against(&s, args);
     let (ok, out) = run(&["database", "create", "m", "--retention", "30d"]);
     assert!(ok, "{out}");
     let (ok, out) = run(&["database", "create", "m"]);
@@ -378,18 +380,7 @@ fn a_refused_connection_names_the_host_and_the_setting() {
 fn topologies_are_deployed_listed_and_deleted_from_the_command_line() {
     let tmp = tempfile::tempdir().unwrap();
     let s = Server::start(tmp.path(), &[]);
-    let run = |args: &[&str]| {
-        let out = Command::new(BIN)
-            .args(args)
-            .env("TIDEMARK_HOST", &s.base)
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned()
-                + &String::from_utf8_lossy(&out.stderr),
-        )
-    };
+    let run = |args: &[&str]| run_against(&s, args);
     let (_, help) = run(&["topology", "--help"]);
     for sub in [
         "validate", "explain", "run", "deploy", "list", "status", "delete",

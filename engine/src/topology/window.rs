@@ -1118,6 +1118,45 @@ mod tests {
         }
     }
 
+    /// A tumbling window of 10 ns keyed by `host`, with 20 ns of allowed lateness, and its
+    /// output columns: `(output, func, column)` per aggregate.
+    fn by_host(input: &Schema, aggs: &[(&str, AggFunc, Option<&str>)]) -> (SchemaRef, WindowSpec) {
+        let ts = DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into()));
+        let mut fields = vec![
+            Field::new("host", DataType::Utf8, true),
+            Field::new("window_start", ts.clone(), false),
+            Field::new("window_end", ts, false),
+        ];
+        for (name, func, col) in aggs {
+            let t = match (func, col) {
+                (AggFunc::Count, _) => DataType::Int64,
+                (AggFunc::Min | AggFunc::Max | AggFunc::First | AggFunc::Last, Some(c)) => {
+                    input.field_with_name(c).unwrap().data_type().clone()
+                }
+                _ => DataType::Float64,
+            };
+            fields.push(Field::new(*name, t, true));
+        }
+        let spec = WindowSpec {
+            key_by: vec![Named {
+                name: "host".into(),
+                loc: Default::default(),
+            }],
+            kind: WindowKind::Tumbling { size: 10 },
+            aggregates: aggs
+                .iter()
+                .map(|(name, func, col)| Aggregate {
+                    output: (*name).into(),
+                    func: *func,
+                    column: col.map(Into::into),
+                    loc: Default::default(),
+                })
+                .collect(),
+            allowed_lateness: 20,
+        };
+        (Arc::new(Schema::new(fields)), spec)
+    }
+
     /// A window restored from its snapshot is indistinguishable from the original:
     /// every aggregate kind, keys with nulls, fired panes awaiting late rows.
     #[test]
@@ -1140,37 +1179,7 @@ mod tests {
             ("p", AggFunc::Percentile(0.9), Some("v")),
             ("ap", AggFunc::ApproxPercentile(0.9), Some("v")),
         ];
-        let mut fields = vec![
-            Field::new("host", DataType::Utf8, true),
-            Field::new("window_start", ts.clone(), false),
-            Field::new("window_end", ts.clone(), false),
-        ];
-        for (name, func, col) in &aggs {
-            let t = match (func, col) {
-                (AggFunc::Count, _) => DataType::Int64,
-                (AggFunc::Max | AggFunc::Last, _) => DataType::Utf8,
-                _ => DataType::Float64,
-            };
-            fields.push(Field::new(*name, t, true));
-        }
-        let out = Arc::new(Schema::new(fields));
-        let spec = WindowSpec {
-            key_by: vec![Named {
-                name: "host".into(),
-                loc: Default::default(),
-            }],
-            kind: WindowKind::Tumbling { size: 10 },
-            aggregates: aggs
-                .iter()
-                .map(|(name, func, col)| Aggregate {
-                    output: (*name).into(),
-                    func: *func,
-                    column: col.map(Into::into),
-                    loc: Default::default(),
-                })
-                .collect(),
-            allowed_lateness: 20,
-        };
+        let (out, spec) = by_host(&input, &aggs);
         let batch = |rows: &[(Option<&str>, Option<f64>, i64)]| {
             RecordBatch::try_new(
                 Arc::clone(&input),
@@ -1248,36 +1257,7 @@ mod tests {
             ("max_s", AggFunc::Max, Some("s")),
             ("last_u", AggFunc::Last, Some("u")),
         ];
-        let mut fields = vec![
-            Field::new("host", DataType::Utf8, true),
-            Field::new("window_start", ts.clone(), false),
-            Field::new("window_end", ts.clone(), false),
-        ];
-        for (name, func, _) in &aggs {
-            let t = match func {
-                AggFunc::Count => DataType::Int64,
-                _ => DataType::Float64,
-            };
-            fields.push(Field::new(*name, t, true));
-        }
-        let out = Arc::new(Schema::new(fields));
-        let spec = WindowSpec {
-            key_by: vec![Named {
-                name: "host".into(),
-                loc: Default::default(),
-            }],
-            kind: WindowKind::Tumbling { size: 10 },
-            aggregates: aggs
-                .iter()
-                .map(|(name, func, col)| Aggregate {
-                    output: (*name).into(),
-                    func: *func,
-                    column: col.map(Into::into),
-                    loc: Default::default(),
-                })
-                .collect(),
-            allowed_lateness: 20,
-        };
+        let (out, spec) = by_host(&input, &aggs);
         type Row<'a> = (&'a str, Option<f64>, Option<f64>, i64);
         let batch = |rows: &[Row]| {
             RecordBatch::try_new(
