@@ -82,54 +82,59 @@ impl Collector for ProcessCollector {
             )?;
             c.encode(m)?;
         }
-        let gauges_f = [(
+        gauge(
+            &mut encoder,
             "process_start_time",
             "Start time of the process since the Unix epoch",
             Some(Unit::Seconds),
             s.start_time_seconds,
-        )];
-        for (name, help, unit, value) in gauges_f {
-            if let Some(v) = value {
-                let g = ConstGauge::new(v);
-                let m = encoder.encode_descriptor(name, help, unit.as_ref(), g.metric_type())?;
-                g.encode(m)?;
-            }
-        }
-        let gauges = [
-            (
-                "process_resident_memory",
-                "Resident memory size",
-                Some(Unit::Bytes),
-                s.resident_bytes,
-            ),
-            (
-                "process_virtual_memory",
-                "Virtual memory size",
-                Some(Unit::Bytes),
-                s.virtual_bytes,
-            ),
-            (
-                "process_open_fds",
-                "Open file descriptors",
-                None,
-                s.open_fds,
-            ),
-            (
-                "process_max_fds",
-                "Maximum number of open file descriptors",
-                None,
-                s.max_fds,
-            ),
-        ];
-        for (name, help, unit, value) in gauges {
-            if let Some(v) = value {
-                let g = ConstGauge::new(v);
-                let m = encoder.encode_descriptor(name, help, unit.as_ref(), g.metric_type())?;
-                g.encode(m)?;
-            }
-        }
+        )?;
+        gauge(
+            &mut encoder,
+            "process_resident_memory",
+            "Resident memory size",
+            Some(Unit::Bytes),
+            s.resident_bytes,
+        )?;
+        gauge(
+            &mut encoder,
+            "process_virtual_memory",
+            "Virtual memory size",
+            Some(Unit::Bytes),
+            s.virtual_bytes,
+        )?;
+        gauge(
+            &mut encoder,
+            "process_open_fds",
+            "Open file descriptors",
+            None,
+            s.open_fds,
+        )?;
+        gauge(
+            &mut encoder,
+            "process_max_fds",
+            "Maximum number of open file descriptors",
+            None,
+            s.max_fds,
+        )?;
         Ok(())
     }
+}
+
+/// Encodes a gauge when its value could be read.
+fn gauge<N: prometheus_client::encoding::EncodeGaugeValue + std::fmt::Debug>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    unit: Option<Unit>,
+    value: Option<N>,
+) -> Result<(), std::fmt::Error> {
+    let Some(v) = value else {
+        return Ok(());
+    };
+    let g = ConstGauge::new(v);
+    let m = encoder.encode_descriptor(name, help, unit.as_ref(), g.metric_type())?;
+    g.encode(m)
 }
 
 #[cfg(test)]
