@@ -1,6 +1,6 @@
 //! A topology's checkpoint file and the operator states inside it: arbitrary bytes as a
-//! checkpoint file, and as the state of a window (every aggregate kind), a dedup and a
-//! join inside a valid file (so that the fuzzer gets past the CRC-32C). Decoding and
+//! checkpoint file, and as the state of a window (every aggregate kind; over an append
+//! stream and over an upsert stream), a dedup and a join inside a valid file (so that the fuzzer gets past the CRC-32C). Decoding and
 //! restoring must return `Ok` or an error, never panic; a state that restores must
 //! snapshot again, and that snapshot restore.
 #![no_main]
@@ -30,7 +30,8 @@ fn input() -> SchemaRef {
     ]))
 }
 
-fn window() -> Window {
+/// A window; `upsert`: over an upsert stream keyed by `host` and `time`.
+fn window(upsert: bool) -> Window {
     let aggs = [
         ("c", AggFunc::Count, None, DataType::Int64),
         ("s", AggFunc::Sum, Some("n"), DataType::Int64),
@@ -65,7 +66,9 @@ fn window() -> Window {
             .collect(),
         allowed_lateness: 5,
     };
-    match Window::new(spec, &input(), "time", Arc::new(Schema::new(fields))) {
+    let key = ["host".to_string(), "time".to_string()];
+    let key = upsert.then_some(&key[..]);
+    match Window::new(spec, &input(), "time", key, Arc::new(Schema::new(fields))) {
         Ok(w) => w,
         Err(e) => panic!("the window must build: {e}"),
     }
@@ -137,7 +140,8 @@ fuzz_target!(|data: &[u8]| {
         panic!("a written checkpoint must decode");
     };
     let state = &decoded.states["op"];
-    round_trip!(window(), state);
+    round_trip!(window(false), state);
+    round_trip!(window(true), state);
     round_trip!(dedup(), state);
     round_trip!(join(), state);
 });
