@@ -5,7 +5,8 @@ use std::process::ExitCode;
 use serde_json::{Value, json};
 
 use super::check;
-use super::table::{cell, duration, render};
+use super::table::{cell, render};
+use tidemark_storage::duration;
 
 /// Where the server is.
 #[derive(Debug, clap::Args)]
@@ -243,7 +244,8 @@ pub fn database(cmd: DatabaseCommand) -> anyhow::Result<ExitCode> {
 
 /// A retention period in nanoseconds as a table shows it: `30d`, or `none`.
 fn retention_cell(v: &Value) -> String {
-    v.as_u64().map_or_else(|| "none".to_string(), duration)
+    v.as_u64()
+        .map_or_else(|| "none".to_string(), duration::format)
 }
 
 pub fn table(cmd: TableCommand) -> anyhow::Result<ExitCode> {

@@ -31,31 +31,6 @@ pub fn render(headers: &[&str], rows: &[Vec<String>]) -> anyhow::Result<String> 
     Ok(arrow::util::pretty::pretty_format_batches(&[batch])?.to_string())
 }
 
-/// A duration in nanoseconds as the API and the CLI accept it: `30d`, `1h30m`, `250ms`.
-pub fn duration(ns: u64) -> String {
-    const UNITS: [(&str, u64); 7] = [
-        ("d", 86_400_000_000_000),
-        ("h", 3_600_000_000_000),
-        ("m", 60_000_000_000),
-        ("s", 1_000_000_000),
-        ("ms", 1_000_000),
-        ("us", 1_000),
-        ("ns", 1),
-    ];
-    if ns == 0 {
-        return "0s".to_string();
-    }
-    let mut left = ns;
-    let mut out = String::new();
-    for (unit, size) in UNITS {
-        if left >= size {
-            out.push_str(&format!("{}{unit}", left / size));
-            left %= size;
-        }
-    }
-    out
-}
-
 /// A JSON value as a table cell: strings bare, null as empty.
 pub fn cell(v: &serde_json::Value) -> String {
     match v {
@@ -68,15 +43,6 @@ pub fn cell(v: &serde_json::Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations_read_as_they_are_written() {
-        assert_eq!(duration(30 * 86_400_000_000_000), "30d");
-        assert_eq!(duration(5_400_000_000_000), "1h30m");
-        assert_eq!(duration(250_000_000), "250ms");
-        assert_eq!(duration(0), "0s");
-        assert_eq!(duration(86_400_000_000_001), "1d1ns");
-    }
 
     #[test]
     fn an_empty_table_shows_its_headers() {

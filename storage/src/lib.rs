@@ -12,6 +12,7 @@ pub mod batch;
 pub mod buffer;
 pub mod catalog;
 pub mod catalog_store;
+pub mod duration;
 pub mod error;
 pub mod failpoint;
 pub mod history;

@@ -23,6 +23,7 @@ use serde_json::{Value, json};
 
 use super::auth::Access;
 use super::{ApiError, ApiQuery, AppState, read_body};
+use tidemark_storage::duration;
 use tidemark_storage::tokens::Permission;
 
 /// Parses a retention period; `None` means infinite.
@@ -34,48 +35,14 @@ pub fn parse_duration(s: &str) -> Result<Option<i64>, String> {
     if s.is_empty() || s.eq_ignore_ascii_case("none") || s.eq_ignore_ascii_case("infinite") {
         return Ok(None);
     }
-    let bad = || {
-        format!(
-            "invalid duration {s:?}: expected a number and a unit (ns, us, ms, s, m, h, d, w), \
-             like 30d or 1h30m, or \"none\""
-        )
-    };
-    let mut total: i64 = 0;
-    let b = s.as_bytes();
-    let mut i = 0;
-    while i < b.len() {
-        let start = i;
-        while i < b.len() && b[i].is_ascii_digit() {
-            i += 1;
-        }
-        if start == i {
-            return Err(bad());
-        }
-        let n: i64 = s[start..i].parse().map_err(|_| bad())?;
-        let ustart = i;
-        while i < b.len() && b[i].is_ascii_alphabetic() {
-            i += 1;
-        }
-        let unit: i64 = match &s[ustart..i] {
-            "ns" => 1,
-            "us" | "µs" => 1_000,
-            "ms" => 1_000_000,
-            "s" => 1_000_000_000,
-            "m" => 60_000_000_000,
-            "h" => 3_600_000_000_000,
-            "d" => 86_400_000_000_000,
-            "w" => 604_800_000_000_000,
-            _ => return Err(bad()),
-        };
-        total = n
-            .checked_mul(unit)
-            .and_then(|v| total.checked_add(v))
-            .ok_or_else(|| format!("duration {s:?} is too long"))?;
+    match duration::parse(s) {
+        Some(ns) if ns > 0 => Ok(Some(ns)),
+        Some(_) => Err(format!("duration {s:?} must be positive")),
+        None => Err(format!(
+            "invalid duration {s:?}: expected {}, or \"none\"",
+            duration::EXPECTED
+        )),
     }
-    if total <= 0 {
-        return Err(format!("duration {s:?} must be positive"));
-    }
-    Ok(Some(total))
 }
 
 /// A parsed v2 delete predicate: the measurement (if named) and tag equalities.

@@ -382,25 +382,6 @@ fn loc_of_key(key: &MarkedScalarNode) -> Loc {
     loc_of_span(key.span())
 }
 
-/// Parses a duration like `500ms`, `5s`, `1m`, `2h`, `1d` into nanoseconds.
-pub fn parse_duration(s: &str) -> Option<i64> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit())?;
-    let (n, unit) = s.split_at(split);
-    let n: i64 = n.parse().ok()?;
-    let scale: i64 = match unit.trim() {
-        "ns" => 1,
-        "us" | "µs" => 1_000,
-        "ms" => 1_000_000,
-        "s" => 1_000_000_000,
-        "m" | "min" => 60_000_000_000,
-        "h" => 3_600_000_000_000,
-        "d" => 86_400_000_000_000,
-        _ => return None,
-    };
-    n.checked_mul(scale)
-}
-
 /// Collects problems while reading.
 struct Reader {
     problems: Vec<Problem>,
@@ -466,15 +447,16 @@ impl Reader {
 
     fn duration(&mut self, map: &MarkedMappingNode, key: &str, path: &str) -> Option<i64> {
         let named = self.string(map, key, path)?;
-        match parse_duration(&named.name) {
+        match tidemark_storage::duration::parse(&named.name) {
             Some(d) if d > 0 => Some(d),
             _ => {
                 self.problem(
                     named.loc,
                     path,
                     format!(
-                        "{key:?} is {:?}: expected a positive duration like 500ms, 5s, 1m, 2h or 1d",
-                        named.name
+                        "{key:?} is {:?}: expected a positive duration: {}",
+                        named.name,
+                        tidemark_storage::duration::EXPECTED
                     ),
                 );
                 None
